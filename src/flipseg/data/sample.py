@@ -1,0 +1,61 @@
+"""The sample dict every reader returns (see DESIGN.md, "Data contract")."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from flipseg.boxes import Box
+from flipseg.errors import FlipsegError
+
+__all__ = ["LABELS", "make_sample"]
+
+LABELS = ("benign", "malignant", "normal")
+
+
+def make_sample(
+    image: np.ndarray,
+    *,
+    case_id: str,
+    mask: np.ndarray | None = None,
+    box: Box | None = None,
+    label: str | None = None,
+    spacing: Sequence[float] | None = None,
+    patient_id: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Build and check a sample dict.
+
+    Keys: ``image`` float32 (H, W) or (D, H, W); ``mask`` bool of the same
+    shape (omitted when unknown); ``box`` (:class:`Box`, from the mask when not
+    given and the mask is non-empty, else None); ``label``; ``spacing`` (1.0
+    per axis when unknown); ``case_id``; ``patient_id`` (defaults to case_id).
+    Extra keyword arguments are kept as extra keys.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim not in (2, 3):
+        raise FlipsegError(f"case {case_id}: image must be 2D or 3D, got shape {image.shape}")
+    if label is not None and label not in LABELS:
+        raise FlipsegError(f"case {case_id}: label {label!r} is not one of {LABELS}")
+    sample: dict[str, Any] = {"image": image, "case_id": str(case_id)}
+    if mask is not None:
+        mask = np.asarray(mask).astype(bool)
+        if mask.shape != image.shape:
+            raise FlipsegError(
+                f"case {case_id}: mask shape {mask.shape} differs from image shape {image.shape}"
+            )
+        sample["mask"] = mask
+    if box is None and mask is not None and mask.any():
+        box = Box.from_mask(mask)
+    if box is not None:
+        box = box.validate(image.shape)
+    sample["box"] = box
+    sample["label"] = label
+    sp = tuple(float(s) for s in spacing) if spacing is not None else (1.0,) * image.ndim
+    if len(sp) != image.ndim:
+        raise FlipsegError(f"case {case_id}: spacing {sp} does not match {image.ndim}D image")
+    sample["spacing"] = sp
+    sample["patient_id"] = str(patient_id) if patient_id is not None else str(case_id)
+    sample.update(extra)
+    return sample
