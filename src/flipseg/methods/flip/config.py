@@ -1,0 +1,191 @@
+"""Configuration of Flip Learning (one dataclass, saved with every run)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from flipseg.errors import FlipsegError
+
+__all__ = ["FlipConfig", "PAPER_2D_LEVELS", "PAPER_3D_LEVELS"]
+
+#: The paper's curricula (number of superpixels/supervoxels per level).
+PAPER_2D_LEVELS = (100, 1000, 2000)
+PAPER_3D_LEVELS = (100, 1000, 2000, 5000, 10000)
+
+
+@dataclass
+class FlipConfig:
+    """Every knob of Flip Learning; the defaults are the CPU preset.
+
+    The paper's full-size settings are reachable through options
+    (``levels=PAPER_2D_LEVELS``, ``q_network="resnet18"``, ...).
+    """
+
+    # ---- environment
+    dims: int = 2
+    """Spatial dimensions (2 for BUS images, 3 for ABUS volumes)."""
+    standard_short_side: int = 100
+    """Box resized so its shortest side is this many pixels (paper: 100). 0 = no resizing
+    (the ``-E`` ablation switched off)."""
+    max_long_side: int = 300
+    """Cap on the standardised box's longest side (very elongated boxes)."""
+    margin: float = 0.25
+    """Context around the box seen by the classifier, as a fraction of the box extent."""
+    superpixel_method: str = "slic"
+    """Superpixel algorithm: slic, seeds or lsc (2D); slic in 3D."""
+    order: str = "inner"
+    """Traversal order: ``inner`` (inner-to-outer by distance to the box centre) or ``index``."""
+    agents: int = 2
+    """Number of agents K; each gets a sector of ~N/K superpixels."""
+    traversals: int = 2
+    """T: maximum number of traversals of each agent's superpixels."""
+    stop_margin: float = 0.01
+    """S: an episode ends when the normal score exceeds 1 - S."""
+    state_size: int = 32
+    """Side of the square state crop fed to the Q-network."""
+    state_scale: float = 0.5
+    """Resolution of the state canvas relative to the standardised box (0.5: a 32 px crop
+    covers 64 standardised pixels, the paper's 64x64 state)."""
+    frames: int = 3
+    """Frames stacked per agent (current + previous)."""
+    position_channel: bool = True
+    """Add a channel marking the current superpixel inside the crop (our addition)."""
+    aux_features: bool = True
+    """Feed scalar context (distance to centre, relative intensity, normal score,
+    erased flag, traversal) to the heads (our addition; switch off for the paper's state)."""
+    classifier_size: int = 64
+    """Input side of the classifier (must match the trained classifier)."""
+
+    # ---- rewards
+    use_csr: bool = True
+    """Classification-score reward, eq. (1)."""
+    use_idr1: bool = True
+    """Foreground intensity-distribution reward, eq. (2)."""
+    use_idr2: bool = True
+    """Foreground/background separation reward, eqs. (3)-(5)."""
+    theta: float = 25.0
+    """IDR1 threshold on the Wasserstein-1 distance (0-255 intensity scale)."""
+    reward_attribution: str = "per_agent"
+    """``per_agent``: each agent's reward measures its own action applied alone to the
+    previous state (one extra classifier call per agent); ``joint``: all agents share the
+    reward of the joint step."""
+
+    # ---- curriculum
+    levels: tuple[int, ...] = (100, 200, 400)
+    """Superpixel counts of the curriculum levels (paper 2D: 100, 1000, 2000)."""
+    curriculum: str = "progressive"
+    """``progressive`` (PCL), ``mixed`` (MCL: random level per episode), ``fixed`` (last
+    level only) (coarse-to-fine is not built yet)."""
+    epochs_per_level: int = 0
+    """Epochs spent on each level under PCL (0: split ``epochs`` evenly)."""
+    inference_level: int = -1
+    """Index into ``levels`` used at inference (default: the last)."""
+    scale_levels_to_box: bool = False
+    """Scale the superpixel count with the box size (3D, relative to a 64^3 box)."""
+
+    # ---- learning
+    q_network: str = "compact"
+    """Q-network trunk: ``compact`` or ``resnet18``."""
+    epochs: int = 6
+    """Training epochs (one epoch = every training box erased once)."""
+    num_envs: int = 32
+    """Environments (boxes) erased in parallel during training."""
+    batch_size: int = 64
+    """Replay batch size per learning step."""
+    learn_every: int = 2
+    """Environment steps between learning steps."""
+    replay_size: int = 8000
+    """Replay capacity (transitions of all agents of one environment step)."""
+    warmup: int = 500
+    """Transitions collected before learning starts."""
+    gamma: float = 0.9
+    """Discount factor."""
+    lr: float = 5e-4
+    """AdamW learning rate (paper: 5e-5 with ResNet18 and 100 epochs)."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay."""
+    target_sync: int = 1200
+    """Learning steps between target-network copies (paper: 1200)."""
+    eps_start: float = 1.0
+    """Initial epsilon of the epsilon-greedy policy."""
+    eps_end: float = 0.05
+    """Final epsilon."""
+    eps_decay_fraction: float = 0.5
+    """Fraction of all training steps over which epsilon decays linearly."""
+    per_alpha: float = 0.6
+    """Prioritized replay exponent alpha (0 = uniform)."""
+    per_beta: float = 0.4
+    """Initial importance-sampling exponent beta, annealed to 1."""
+    per_eps: float = 1e-3
+    """Added to |TD error| to keep priorities positive."""
+    prioritized: bool = True
+    """Use prioritized replay (False: uniform sampling, unit weights)."""
+    huber: bool = True
+    """Huber instead of squared TD loss."""
+    grad_clip: float = 10.0
+    """Gradient-norm clip."""
+    seed: int = 0
+    """Seed of every random choice."""
+    device: str = "cpu"
+    """Torch device."""
+
+    # ---- eraser source
+    eraser: str = "classifier"
+    """``classifier`` (best of the 6/9 neighbour candidates by normal score), ``mixup``
+    (the MICCAI paper's copy-paste fill), or a fixed candidate name (``up``, ...)."""
+
+    # ---- post-processing
+    fill_holes: bool = True
+    """Fill holes of the erased region."""
+    largest_component: bool = True
+    """Keep the largest connected component of the erased region."""
+
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Free-form notes kept with the run (not used by the code)."""
+
+    def __post_init__(self) -> None:
+        self.levels = tuple(int(v) for v in self.levels)
+        checks = {
+            "dims": self.dims in (2, 3),
+            "agents": 1 <= self.agents <= 16,
+            "traversals": self.traversals >= 1,
+            "order": self.order in ("inner", "index"),
+            "curriculum": self.curriculum in ("progressive", "mixed", "fixed"),
+            "reward_attribution": self.reward_attribution in ("per_agent", "joint"),
+            "levels": len(self.levels) >= 1 and all(v >= 2 for v in self.levels),
+            "frames": self.frames >= 1,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise FlipsegError(f"invalid flip option {name}={getattr(self, name)!r}")
+
+    # ------------------------------------------------------------- (de)serialise
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["levels"] = list(self.levels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FlipConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise FlipsegError(f"unknown flip option(s): {', '.join(unknown)}")
+        return cls(**d)
+
+    def save(self, path: str | Path) -> None:
+        from flipseg.io_utils import atomic_write_text
+
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "FlipConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def with_overrides(self, **kw: Any) -> "FlipConfig":
+        d = self.to_dict()
+        d.update(kw)
+        return FlipConfig.from_dict(d)

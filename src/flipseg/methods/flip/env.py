@@ -1,0 +1,511 @@
+"""The erasing environment of Flip Learning, vectorised over many boxes.
+
+One *episode* is one box. :func:`prepare_episode` standardises the box (shortest
+side -> ``standard_short_side``), computes superpixels inside it, orders them
+inner-to-outer and splits them into K agent sectors. :class:`VecErasingEnv`
+then runs many episodes side by side: each step every active agent of every
+environment decides *pass* (0) or *erase* (1) for its current superpixel, the
+erased superpixels are filled from the eraser source, and all classifier and
+Q-network inputs are built for all environments at once.
+
+The code is written for any number of spatial dimensions (2D images, 3D
+volumes); arrays are indexed ``[(z,) y, x]``.
+
+Action semantics: an action *sets* the superpixel's state, so in the second
+traversal *pass* on an erased superpixel restores it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from flipseg.boxes import Box
+from flipseg.methods.flip.config import FlipConfig
+from flipseg.methods.flip.rewards import superpixel_histograms, total_reward
+from flipseg.resize import resize
+from flipseg.superpixels import superpixels
+
+__all__ = ["Episode", "prepare_episode", "VecErasingEnv", "N_AUX", "postprocess_mask"]
+
+#: Number of scalar features per agent when ``aux_features`` is on.
+N_AUX = 5
+
+Scorer = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Episode:
+    """Everything one box needs, prepared once per curriculum level."""
+
+    case_id: str
+    box: Box  # original-image box (clipped)
+    view: Box  # box + margin, clipped: the region the canvas covers
+    image_shape: tuple[int, ...]
+    canvas_shape: tuple[int, ...]
+    box_lo: tuple[int, ...]  # box inside the canvas
+    box_hi: tuple[int, ...]
+    labels: np.ndarray  # canvas int32, -1 outside the box
+    n_labels: int
+    hists: np.ndarray  # (N, 256) original-intensity histograms per superpixel
+    areas: np.ndarray  # (N,) pixels per superpixel (canvas)
+    dist: np.ndarray  # (N,) centroid distance to box centre / box half-diagonal
+    mean_rel: np.ndarray  # (N,) (superpixel mean - box mean) / 64
+    agent_lists: list[np.ndarray]  # K arrays of superpixel ids in visiting order
+    state_orig: np.ndarray  # state canvas (uint8-range float32)
+    state_filled: np.ndarray
+    state_labels: np.ndarray
+    state_centroids: np.ndarray  # (N, ndim) int, in state-canvas pixels
+    cls_orig: np.ndarray  # classifier-size view, unerased
+    cls_filled: np.ndarray  # classifier-size view, box filled by the eraser source
+    cls_labels: np.ndarray
+    view_filled: np.ndarray  # original-resolution view with the box filled (flipped image)
+    gt_overlap: np.ndarray | None = None  # (N,) gt pixels per superpixel (canvas)
+    gt_total: float = 0.0  # gt pixels in the canvas
+    level: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def _standard_scale(box: Box, cfg: FlipConfig) -> float:
+    if cfg.standard_short_side <= 0:
+        return 1.0
+    s = cfg.standard_short_side / max(min(box.shape), 1)
+    if max(box.shape) * s > cfg.max_long_side:
+        s = cfg.max_long_side / max(box.shape)
+    return s
+
+
+def _sectors(centroids: np.ndarray, center: np.ndarray, k: int) -> np.ndarray:
+    """Split superpixels into k sectors of ~equal count around the centre."""
+    n = len(centroids)
+    if k == 1 or n == 0:
+        return np.zeros(n, dtype=np.int64)
+    d = centroids - center
+    # 2D: angle in the (y, x) plane; 3D: angle in the (y, x) plane too (sectors are wedges
+    # around the z axis), which splits a volume into k columns of equal count.
+    ang = np.arctan2(d[:, -2], d[:, -1]) % (2 * np.pi)
+    rank = np.empty(n, dtype=np.int64)
+    rank[np.lexsort((np.arange(n), ang))] = np.arange(n)
+    return (rank * k) // n
+
+
+def prepare_episode(
+    image: np.ndarray,
+    box: Box,
+    source_patch: np.ndarray,
+    cfg: FlipConfig,
+    n_segments: int,
+    *,
+    case_id: str = "",
+    gt_mask: np.ndarray | None = None,
+    seed: int = 0,
+) -> Episode:
+    """Standardise a box, compute its superpixels and agent sectors.
+
+    Parameters
+    ----------
+    image : (H, W) or (D, H, W) intensities 0-255
+    box : lesion box (validated against the image by the caller)
+    source_patch : array of ``box.shape``, the eraser source
+    n_segments : superpixel count of the current curriculum level
+    gt_mask : optional ground-truth mask of ``image.shape`` for the Dice curve
+    """
+    nd = image.ndim
+    box = box.clip(image.shape)
+    view = box.expand(cfg.margin, relative=True).clip(image.shape)
+    s = _standard_scale(box, cfg)
+    canvas_shape = tuple(max(2, int(round(e * s))) for e in view.shape)
+    scale = np.array(canvas_shape, float) / np.array(view.shape, float)
+    view_img = image[view.slices()].astype(np.float32)
+    view_filled = view_img.copy()
+    rel = tuple(slice(bl - vl, bh - vl) for bl, bh, vl in zip(box.lo, box.hi, view.lo))
+    view_filled[rel] = source_patch.astype(np.float32)
+    orig = resize(view_img, canvas_shape)
+    box_lo = tuple(int(np.floor((bl - vl) * sc)) for bl, vl, sc in zip(box.lo, view.lo, scale))
+    box_hi = tuple(
+        max(lo + 1, min(int(np.ceil((bh - vl) * sc)), cs))
+        for bh, vl, sc, lo, cs in zip(box.hi, view.lo, scale, box_lo, canvas_shape)
+    )
+    bsl = tuple(slice(l, h) for l, h in zip(box_lo, box_hi))
+    inner = superpixels(orig[bsl], n_segments, method=cfg.superpixel_method, seed=seed)
+    n = int(inner.max()) + 1
+    labels = np.full(canvas_shape, -1, dtype=np.int32)
+    labels[bsl] = inner
+    hists = superpixel_histograms(orig, labels, n).astype(np.float32)
+    areas = np.bincount(inner.ravel(), minlength=n).astype(np.float64)
+    coords = np.indices(inner.shape).reshape(nd, -1).astype(np.float64)
+    cent = np.stack(
+        [np.bincount(inner.ravel(), weights=c, minlength=n) / areas for c in coords], 1
+    )  # (N, nd), box-local
+    center = (np.array(inner.shape, float) - 1) / 2.0
+    half_diag = np.linalg.norm(np.array(inner.shape, float) / 2.0)
+    dist = np.linalg.norm(cent - center, axis=1) / half_diag
+    means = np.bincount(inner.ravel(), weights=orig[bsl].ravel(), minlength=n) / areas
+    mean_rel = (means - orig[bsl].mean()) / 64.0
+    sector = _sectors(cent, center, cfg.agents)
+    lists = []
+    for k in range(cfg.agents):
+        ids = np.nonzero(sector == k)[0]
+        if cfg.order == "inner":
+            ids = ids[np.lexsort((ids, dist[ids]))]
+        lists.append(ids.astype(np.int64))
+    # state canvas
+    st_shape = tuple(max(2, int(round(c * cfg.state_scale))) for c in canvas_shape)
+    state_orig = resize(orig, st_shape)
+    filled_canvas = resize(view_filled, canvas_shape)
+    state_filled = resize(filled_canvas, st_shape)
+    state_labels = resize(labels, st_shape, order=0)
+    st_scale = np.array(st_shape, float) / np.array(canvas_shape, float)
+    state_cent = np.rint((cent + np.array(box_lo, float) + 0.5) * st_scale - 0.5).astype(np.int64)
+    cls_shape = (cfg.classifier_size,) * nd
+    gt_overlap = None
+    gt_total = 0.0
+    if gt_mask is not None:
+        gt_canvas = resize(gt_mask[view.slices()].astype(np.float32), canvas_shape) > 0.5
+        gt_overlap = np.bincount(
+            inner.ravel(), weights=gt_canvas[bsl].ravel().astype(float), minlength=n
+        )
+        gt_total = float(gt_canvas.sum())
+    return Episode(
+        case_id=case_id,
+        box=box,
+        view=view,
+        image_shape=tuple(image.shape),
+        canvas_shape=canvas_shape,
+        box_lo=box_lo,
+        box_hi=box_hi,
+        labels=labels,
+        n_labels=n,
+        hists=hists,
+        areas=areas,
+        dist=dist,
+        mean_rel=mean_rel,
+        agent_lists=lists,
+        state_orig=state_orig,
+        state_filled=state_filled,
+        state_labels=state_labels,
+        state_centroids=state_cent,
+        cls_orig=resize(view_img, cls_shape),
+        cls_filled=resize(view_filled, cls_shape),
+        cls_labels=resize(labels, cls_shape, order=0),
+        view_filled=view_filled,
+        gt_overlap=gt_overlap,
+        gt_total=gt_total,
+        level=n_segments,
+    )
+
+
+def _pad_stack(arrays: Sequence[np.ndarray], fill: float, pad: int, dtype) -> np.ndarray:
+    nd = arrays[0].ndim
+    shape = tuple(max(a.shape[d] for a in arrays) + 2 * pad for d in range(nd))
+    out = np.full((len(arrays),) + shape, fill, dtype=dtype)
+    for i, a in enumerate(arrays):
+        out[(i,) + tuple(slice(pad, pad + s) for s in a.shape)] = a
+    return out
+
+
+def postprocess_mask(mask: np.ndarray, *, fill_holes: bool, largest: bool) -> np.ndarray:
+    """Hole filling and largest-component selection of a predicted mask."""
+    if largest and mask.any():
+        lab, n = ndimage.label(mask)
+        if n > 1:
+            sizes = np.bincount(lab.ravel())
+            sizes[0] = 0
+            mask = lab == int(np.argmax(sizes))
+    if fill_holes:
+        mask = ndimage.binary_fill_holes(mask)
+    return mask
+
+
+class VecErasingEnv:
+    """Runs E episodes in lock-step; every network call is batched over all of them.
+
+    Parameters
+    ----------
+    episodes : prepared episodes (any mix of levels and sizes)
+    cfg : the run's configuration (agents, traversals, rewards, state layout)
+    scorer : callable mapping a float tensor [B, 1, *cls] (intensities / 255) to the
+        classifier's normal-tissue probability [B]
+    compute_rewards : False at inference (skips the per-agent counterfactual scores)
+    """
+
+    def __init__(
+        self,
+        episodes: Sequence[Episode],
+        cfg: FlipConfig,
+        scorer: Scorer,
+        *,
+        compute_rewards: bool = True,
+    ) -> None:
+        self.cfg = cfg
+        self.episodes = list(episodes)
+        self.scorer = scorer
+        self.compute_rewards = compute_rewards
+        E = len(self.episodes)
+        K = cfg.agents
+        self.E, self.K = E, K
+        self.nd = self.episodes[0].labels.ndim
+        self.S = cfg.state_size
+        self.pad = self.S // 2 + 1
+        nmax = max(ep.n_labels for ep in self.episodes)
+        self.nmax = nmax
+        self.dummy = nmax  # label of pixels outside the box: never erased
+        # padded per-environment tensors
+        self.st_orig = _pad_stack([ep.state_orig for ep in self.episodes], 0.0, self.pad, np.float32)
+        self.st_filled = _pad_stack(
+            [ep.state_filled for ep in self.episodes], 0.0, self.pad, np.float32
+        )
+        st_labels = [np.where(ep.state_labels < 0, nmax, ep.state_labels) for ep in self.episodes]
+        self.st_labels = _pad_stack(st_labels, nmax, self.pad, np.int64)
+        cls_labels = [np.where(ep.cls_labels < 0, nmax, ep.cls_labels) for ep in self.episodes]
+        self.cls_labels = np.stack(cls_labels).astype(np.int64)  # [E, *cls]
+        self.cls_orig = np.stack([ep.cls_orig for ep in self.episodes]).astype(np.float32)
+        self.cls_filled = np.stack([ep.cls_filled for ep in self.episodes]).astype(np.float32)
+        self.hists = np.zeros((E, nmax + 1, 256), np.float32)
+        self.dist = np.zeros((E, nmax + 1), np.float32)
+        self.mean_rel = np.zeros((E, nmax + 1), np.float32)
+        self.areas = np.zeros((E, nmax + 1), np.float64)
+        self.cent = np.zeros((E, nmax + 1, self.nd), np.int64)
+        lmax = max(len(lst) for ep in self.episodes for lst in ep.agent_lists)
+        lmax = max(lmax, 1)
+        self.agent_sp = np.full((E, K, lmax), nmax, np.int64)
+        self.agent_len = np.zeros((E, K), np.int64)
+        for e, ep in enumerate(self.episodes):
+            n = ep.n_labels
+            self.hists[e, :n] = ep.hists
+            self.dist[e, :n] = ep.dist
+            self.mean_rel[e, :n] = ep.mean_rel
+            self.areas[e, :n] = ep.areas
+            self.cent[e, :n] = ep.state_centroids + self.pad
+            for k, lst in enumerate(ep.agent_lists):
+                self.agent_sp[e, k, : len(lst)] = lst
+                self.agent_len[e, k] = len(lst)
+        self.gt_overlap = np.zeros((E, nmax + 1), np.float64)
+        self.gt_total = np.zeros(E, np.float64)
+        self.has_gt = np.zeros(E, bool)
+        for e, ep in enumerate(self.episodes):
+            if ep.gt_overlap is not None:
+                self.gt_overlap[e, : ep.n_labels] = ep.gt_overlap
+                self.gt_total[e] = ep.gt_total
+                self.has_gt[e] = True
+        self.box_hist = self.hists.sum(1)  # [E, 256]
+        self.box_area = self.areas.sum(1)
+        self.max_steps = cfg.traversals * self.agent_len.max(1)  # [E]
+        self.reset()
+
+    # ------------------------------------------------------------------ state
+    def reset(self) -> None:
+        E, K = self.E, self.K
+        self.erased = np.zeros((E, self.nmax + 1), dtype=bool)
+        self.t = np.zeros(E, np.int64)
+        self.done = self.max_steps <= 0
+        self.score = self._scores(self.erased)
+        self.initial_score = self.score.copy()
+        first = self._crops(self._current_sp(), self.erased)
+        self.frames = np.repeat(first[:, :, None], self.cfg.frames, axis=2)  # [E,K,F,*S]
+        self.curve_area: list[np.ndarray] = [self._erased_area_fraction()]
+        self.curve_score: list[np.ndarray] = [self.score.copy()]
+        self.curve_dice: list[np.ndarray] = [self._dice()]
+
+    def active(self) -> np.ndarray:
+        """[E, K] agents acting at the current step."""
+        return (~self.done[:, None]) & (self.t[:, None] < self.cfg.traversals * self.agent_len)
+
+    def _current_sp(self) -> np.ndarray:
+        L = np.maximum(self.agent_len, 1)
+        idx = self.t[:, None] % L  # [E, K]
+        sp = np.take_along_axis(self.agent_sp, idx[..., None], 2)[..., 0]
+        return np.where(self.active(), sp, self.dummy)
+
+    # ------------------------------------------------------------- rendering
+    def _crops(self, sp: np.ndarray, erased: np.ndarray) -> np.ndarray:
+        """State crops [E, K, *S] (uint8) around each agent's superpixel centroid."""
+        E, K, S, nd = self.E, self.K, self.S, self.nd
+        c = np.take_along_axis(self.cent, sp[..., None].repeat(nd, -1), 1)  # [E, K, nd]
+        off = np.arange(S) - S // 2
+        idx = [np.arange(E).reshape((E, 1) + (1,) * nd)]
+        for d in range(nd):
+            shape = [1] * nd
+            shape[d] = S
+            ax = c[:, :, d].reshape(E, K, *([1] * nd)) + off.reshape(shape)
+            ax = np.clip(ax, 0, self.st_labels.shape[1 + d] - 1)
+            idx.append(ax)
+        idx_t = tuple(np.broadcast_arrays(*idx))
+        lab = self.st_labels[idx_t]  # [E, K, *S]
+        flag = erased[np.arange(E).reshape((E,) + (1,) * (nd + 1)), lab]
+        img = np.where(flag, self.st_filled[idx_t], self.st_orig[idx_t])
+        self._last_crop_labels = lab
+        return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+    def _views(self, erased: np.ndarray, env_idx: np.ndarray) -> torch.Tensor:
+        """Classifier inputs [B, 1, *cls] for the given flag sets of environments."""
+        lab = self.cls_labels[env_idx]  # [B, *cls]
+        nd = lab.ndim - 1
+        flag = erased[np.arange(len(env_idx)).reshape((-1,) + (1,) * nd), lab]
+        img = np.where(flag, self.cls_filled[env_idx], self.cls_orig[env_idx])
+        return torch.from_numpy(img[:, None] / 255.0).float()
+
+    def _scores(self, erased: np.ndarray, env_idx: np.ndarray | None = None) -> np.ndarray:
+        if env_idx is None:
+            env_idx = np.arange(self.E)
+        if len(env_idx) == 0:
+            return np.zeros(0, np.float64)
+        with torch.no_grad():
+            s = self.scorer(self._views(erased, env_idx))
+        return s.detach().cpu().numpy().astype(np.float64)
+
+    # ----------------------------------------------------------- observation
+    def observe(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Return (states [E,K,C,*S] uint8, aux [E,K,N_AUX] float32, active [E,K])."""
+        sp = self._current_sp()
+        chans = [self.frames]
+        if self.cfg.position_channel:
+            crop_lab = self._crop_labels(sp)
+            chans.append((crop_lab == sp.reshape(sp.shape + (1,) * self.nd))[:, :, None] * 255)
+        states = np.concatenate([c.astype(np.uint8) for c in chans], axis=2)
+        return states, self._aux(sp), self.active()
+
+    def _crop_labels(self, sp: np.ndarray) -> np.ndarray:
+        E, K, S, nd = self.E, self.K, self.S, self.nd
+        c = np.take_along_axis(self.cent, sp[..., None].repeat(nd, -1), 1)
+        off = np.arange(S) - S // 2
+        idx = [np.arange(E).reshape((E, 1) + (1,) * nd)]
+        for d in range(nd):
+            shape = [1] * nd
+            shape[d] = S
+            ax = c[:, :, d].reshape(E, K, *([1] * nd)) + off.reshape(shape)
+            idx.append(np.clip(ax, 0, self.st_labels.shape[1 + d] - 1))
+        return self.st_labels[tuple(np.broadcast_arrays(*idx))]
+
+    def _aux(self, sp: np.ndarray) -> np.ndarray:
+        rows = np.arange(self.E)[:, None]
+        trav = self.t[:, None] // np.maximum(self.agent_len, 1)
+        aux = np.stack(
+            [
+                self.dist[rows, sp],
+                self.mean_rel[rows, sp],
+                np.repeat(self.score[:, None], self.K, 1),
+                self.erased[rows, sp].astype(np.float32),
+                trav.astype(np.float32),
+            ],
+            -1,
+        ).astype(np.float32)
+        if not self.cfg.aux_features:
+            aux = np.zeros_like(aux)
+        return aux
+
+    # ------------------------------------------------------------------ step
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Apply actions [E, K] (0 pass, 1 erase); return (rewards [E,K], done [E])."""
+        E, K = self.E, self.K
+        active = self.active()
+        sp = self._current_sp()
+        rows = np.arange(E)[:, None]
+        new_val = np.asarray(actions).astype(bool)
+        old_val = self.erased[rows, sp]
+        changed = active & (new_val != old_val)
+        prev = self.erased
+        joint = prev.copy()
+        er, ek = np.nonzero(active)
+        joint[er, sp[er, ek]] = new_val[er, ek]
+        joint[:, self.dummy] = False
+        live = np.nonzero(~self.done)[0]
+        new_score = self.score.copy()
+        new_score[live] = self._scores(joint[live], live)
+        rewards = np.zeros((E, K), np.float32)
+        if self.compute_rewards:
+            rewards = self._rewards(prev, joint, sp, new_val, changed, new_score)
+        self.erased = joint
+        self.score = new_score
+        self.t = np.where(self.done, self.t, self.t + 1)
+        finished = (self.t >= self.max_steps) | (self.score > 1.0 - self.cfg.stop_margin)
+        self.done = self.done | finished
+        # frames: shift and add the crop at the new position
+        crop = self._crops(self._current_sp(), self.erased)
+        self.frames = np.concatenate([crop[:, :, None], self.frames[:, :, :-1]], axis=2)
+        self.curve_area.append(self._erased_area_fraction())
+        self.curve_score.append(self.score.copy())
+        self.curve_dice.append(self._dice())
+        return rewards, self.done.copy()
+
+    def _rewards(self, prev, joint, sp, new_val, changed, new_score) -> np.ndarray:
+        cfg = self.cfg
+        E, K = self.E, self.K
+        rows = np.arange(E)[:, None]
+        fg_prev = np.einsum("en,enb->eb", prev.astype(np.float32), self.hists)  # [E, 256]
+        bg_prev = self.box_hist - fg_prev
+        if cfg.reward_attribution == "joint":
+            fg_now = np.einsum("en,enb->eb", joint.astype(np.float32), self.hists)
+            r = total_reward(
+                self.score, new_score, fg_prev, bg_prev, fg_now, self.box_hist - fg_now,
+                theta=cfg.theta, use_csr=cfg.use_csr, use_idr1=cfg.use_idr1,
+                use_idr2=cfg.use_idr2,
+            )
+            any_change = changed.any(1)
+            r = np.where(any_change, r, 0.0)
+            return np.where(self.active(), r[:, None], 0.0).astype(np.float32) * np.ones((E, K))
+        # per agent: the agent's own action applied alone to the previous state
+        sign = np.where(new_val, 1.0, -1.0) * changed  # +1 erased now, -1 restored, 0 same
+        sp_hist = self.hists[rows, sp]  # [E, K, 256]
+        fg_k = fg_prev[:, None] + sign[..., None] * sp_hist
+        bg_k = self.box_hist[:, None] - fg_k
+        score_k = np.repeat(self.score[:, None], K, 1)
+        ce, ck = np.nonzero(changed)
+        if len(ce):
+            if K == 1:
+                score_k[ce, ck] = new_score[ce]
+            else:
+                variants = prev[ce].copy()
+                variants[np.arange(len(ce)), sp[ce, ck]] = new_val[ce, ck]
+                score_k[ce, ck] = self._scores(variants, ce)
+        r = total_reward(
+            self.score[:, None], score_k, fg_prev[:, None], bg_prev[:, None], fg_k, bg_k,
+            theta=cfg.theta, use_csr=cfg.use_csr, use_idr1=cfg.use_idr1, use_idr2=cfg.use_idr2,
+        )
+        return np.where(changed, r, 0.0).astype(np.float32)
+
+    # --------------------------------------------------------------- outputs
+    def _erased_area_fraction(self) -> np.ndarray:
+        return (self.erased * self.areas).sum(1) / np.maximum(self.box_area, 1)
+
+    def _dice(self) -> np.ndarray:
+        inter = (self.erased * self.gt_overlap).sum(1)
+        denom = (self.erased * self.areas).sum(1) + self.gt_total
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dice = np.where(denom > 0, 2 * inter / denom, 1.0)
+        return np.where(self.has_gt, dice, np.nan)
+
+    def all_done(self) -> bool:
+        return bool(self.done.all())
+
+    def masks(self) -> list[np.ndarray]:
+        """Erased regions mapped back to full-resolution boolean masks."""
+        out = []
+        for e, ep in enumerate(self.episodes):
+            flags = self.erased[e, : ep.n_labels]
+            canvas = np.zeros(ep.canvas_shape, np.float32)
+            inside = ep.labels >= 0
+            canvas[inside] = flags[ep.labels[inside]]
+            m_view = resize(canvas, ep.view.shape) > 0.5
+            m_view = postprocess_mask(
+                m_view, fill_holes=self.cfg.fill_holes, largest=self.cfg.largest_component
+            )
+            full = np.zeros(ep.image_shape, bool)
+            full[ep.view.slices()] = m_view
+            full &= ep.box.to_mask(ep.image_shape)
+            out.append(full)
+        return out
+
+    def curves(self, e: int) -> dict[str, np.ndarray]:
+        """Per-step erase curve of environment ``e`` (until its episode ended)."""
+        n = int(self.t[e]) + 1
+        return {
+            "step": np.arange(n),
+            "erased_area": np.array([c[e] for c in self.curve_area[:n]]),
+            "normal_score": np.array([c[e] for c in self.curve_score[:n]]),
+            "dice": np.array([c[e] for c in self.curve_dice[:n]]),
+        }

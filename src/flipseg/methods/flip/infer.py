@@ -1,0 +1,181 @@
+"""Segmentation with a trained Flip Learning model (batched over many boxes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from flipseg.boxes import Box
+from flipseg.errors import FlipsegError
+from flipseg.methods.flip.agent import DQNAgent
+from flipseg.methods.flip.config import FlipConfig
+from flipseg.methods.flip.curriculum import scaled_level
+from flipseg.methods.flip.env import VecErasingEnv, prepare_episode
+from flipseg.methods.flip.eraser import choose_eraser_sources
+from flipseg.networks.classifier import build_classifier
+from flipseg.segmenters import SEGMENTERS, Segmenter
+
+__all__ = ["FlipModel", "FlipResult", "FlipSegmenter", "default_model_path", "make_scorer"]
+
+
+def default_model_path(dims: int = 2) -> Path:
+    """The model shipped inside the package (trained on BUS-BRA boxes / 3D phantoms)."""
+    name = "flip2d.pt" if dims == 2 else "flip3d.pt"
+    return Path(str(resources.files("flipseg") / "models" / name))
+
+
+def make_scorer(net: torch.nn.Module, chunk: int = 512) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Wrap a 2-class classifier as tensor [B,1,*S] -> P(normal) [B], eval mode, chunked."""
+    net.eval()
+
+    @torch.no_grad()
+    def scorer(x: torch.Tensor) -> torch.Tensor:
+        outs = [torch.softmax(net(x[i : i + chunk]), dim=1)[:, 1] for i in range(0, len(x), chunk)]
+        return torch.cat(outs) if outs else torch.zeros(0)
+
+    return scorer
+
+
+@dataclass
+class FlipResult:
+    """Outputs of one segmentation."""
+
+    mask: np.ndarray  # bool, image shape
+    flipped: np.ndarray  # image with the erased region filled (normal-looking)
+    curves: dict[str, np.ndarray]  # step, erased_area, normal_score, dice (nan w/o mask)
+    eraser: str  # chosen eraser-source candidate
+    initial_score: float
+    final_score: float
+
+
+class FlipModel:
+    """A trained model: configuration, Q-network and classifier."""
+
+    def __init__(self, cfg: FlipConfig, q_state: dict, classifier: dict) -> None:
+        self.cfg = cfg
+        self.agent = DQNAgent(cfg)
+        self.agent.q_network.load_state_dict(q_state)
+        self.agent.q_network.eval()
+        ccfg = classifier["config"]
+        self.classifier_net = build_classifier(
+            ccfg.get("network", "compact"), spatial_dims=cfg.dims, in_channels=1, num_classes=2
+        )
+        self.classifier_net.load_state_dict(classifier["state_dict"])
+        self.scorer = make_scorer(self.classifier_net)
+        self.classifier_config = ccfg
+
+    @classmethod
+    def load(cls, path: str | Path) -> "FlipModel":
+        path = Path(path)
+        if path.is_dir():
+            path = path / "flip_model.pt"
+        if not path.exists():
+            raise FlipsegError(f"model not found: {path}")
+        try:
+            bundle = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # a corrupt or foreign file is a user mistake
+            raise FlipsegError(f"cannot read model file {path}: {exc}") from None
+        if not isinstance(bundle, dict) or bundle.get("format") != "flipseg-flip-1":
+            raise FlipsegError(f"{path} is not a flipseg Flip Learning model")
+        if bundle.get("classifier") is None:
+            raise FlipsegError(f"{path} has no classifier inside")
+        return cls(FlipConfig.from_dict(bundle["config"]), bundle["q_network"], bundle["classifier"])
+
+    def segment_many(
+        self,
+        images: Sequence[np.ndarray],
+        boxes: Sequence[Box],
+        *,
+        gt_masks: Sequence[np.ndarray | None] | None = None,
+        batch_size: int = 64,
+        level: int | None = None,
+        progress: bool = False,
+        seed: int = 0,
+    ) -> list[FlipResult]:
+        """Erase every box greedily with the learned policy.
+
+        All boxes of a batch run in one vectorised environment, so every network
+        call covers the whole batch.
+        """
+        cfg = self.cfg
+        if level is None:
+            level = cfg.levels[cfg.inference_level]
+        results: list[FlipResult] = []
+        gts = list(gt_masks) if gt_masks is not None else [None] * len(images)
+        bar = tqdm(total=len(images), desc="flip", unit="box", disable=not progress, leave=False)
+        for start in range(0, len(images), batch_size):
+            ims = [np.asarray(im, np.float32) for im in images[start : start + batch_size]]
+            bxs = [b.validate(im.shape) for b, im in zip(boxes[start : start + batch_size], ims)]
+            for im in ims:
+                if im.ndim != cfg.dims:
+                    raise FlipsegError(
+                        f"this model segments {cfg.dims}D images, got shape {im.shape}"
+                    )
+            sources = choose_eraser_sources(
+                ims, bxs, self.scorer, mode=cfg.eraser, margin=cfg.margin,
+                size=cfg.classifier_size,
+            )
+            episodes = [
+                prepare_episode(
+                    im, b, src[0], cfg, scaled_level(cfg, level, b.shape),
+                    gt_mask=gts[start + i], seed=seed,
+                )
+                for i, (im, b, src) in enumerate(zip(ims, bxs, sources))
+            ]
+            env = VecErasingEnv(episodes, cfg, self.scorer, compute_rewards=False)
+            while not env.all_done():
+                states, aux, _ = env.observe()
+                env.step(self.agent.q_values(states, aux).argmax(-1))
+            masks = env.masks()
+            for e, (im, ep, src) in enumerate(zip(ims, episodes, sources)):
+                flipped = im.copy()
+                region = flipped[ep.view.slices()]
+                m_view = masks[e][ep.view.slices()]
+                region[m_view] = ep.view_filled[m_view]
+                results.append(
+                    FlipResult(
+                        mask=masks[e],
+                        flipped=flipped,
+                        curves=env.curves(e),
+                        eraser=str(src[1]),
+                        initial_score=float(env.initial_score[e]),
+                        final_score=float(env.score[e]),
+                    )
+                )
+            bar.update(len(ims))
+        bar.close()
+        return results
+
+
+class FlipSegmenter(Segmenter):
+    """``--method flip``: the shipped model unless ``model=`` names a run or file."""
+
+    name = "flip"
+
+    def __init__(self, model: str | Path | None = None, batch_size: int = 64, dims: int = 2):
+        path = Path(model) if model else default_model_path(dims)
+        if model is None and not path.exists():
+            raise FlipsegError(
+                f"no default Flip model shipped at {path}; train one with `flipseg train flip`"
+            )
+        self.model = FlipModel.load(path)
+        self.dims = (self.model.cfg.dims,)
+        self.batch_size = batch_size
+
+    def segment(self, image: np.ndarray, box: Box, *, seed: int = 0) -> np.ndarray:
+        return self.segment_many([image], [box], seed=seed)[0]
+
+    def segment_many(self, images, boxes, *, seed: int = 0) -> list[np.ndarray]:
+        res = self.model.segment_many(images, boxes, batch_size=self.batch_size, seed=seed)
+        return [r.mask for r in res]
+
+
+@SEGMENTERS.register("flip")
+def _flip_factory(**opts: Any) -> FlipSegmenter:
+    return FlipSegmenter(**opts)
