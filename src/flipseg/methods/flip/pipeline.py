@@ -1,0 +1,156 @@
+"""End-to-end Flip Learning training: classifier -> eraser sources -> agents.
+
+``flipseg train flip`` calls :func:`train_flip_cli`; library users call
+:func:`train_flip` with sample dicts. Only boxes are used for training; masks
+of the held-out validation boxes (when present) are used to log a Dice curve,
+never to train or to select the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from flipseg.data.splits import split_by_patient
+from flipseg.errors import FlipsegError
+from flipseg.io_utils import atomic_write_text
+from flipseg.methods.flip.classifier import ClassifierConfig, train_classifier
+from flipseg.methods.flip.config import FlipConfig
+from flipseg.methods.flip.eraser import choose_eraser_sources
+from flipseg.methods.flip.infer import FlipModel, make_scorer
+from flipseg.methods.flip.train import MODEL_FILE, BoxCase, FlipTrainer
+
+__all__ = ["train_flip", "train_flip_cli", "parse_overrides", "box_cases"]
+
+
+def box_cases(samples: Sequence[dict], scorer, cfg: FlipConfig, *, keep_masks: bool) -> list[BoxCase]:
+    """Choose every box's eraser source (one batched classifier pass per chunk)."""
+    usable = [s for s in samples if s.get("box") is not None]
+    cases: list[BoxCase] = []
+    for start in range(0, len(usable), 256):
+        chunk = usable[start : start + 256]
+        sources = choose_eraser_sources(
+            [s["image"] for s in chunk], [s["box"] for s in chunk], scorer,
+            mode=cfg.eraser, margin=cfg.margin, size=cfg.classifier_size,
+        )
+        for s, src in zip(chunk, sources):
+            cases.append(BoxCase(
+                case_id=s["case_id"], image=s["image"], box=s["box"], source=src[0],
+                mask=s.get("mask") if keep_masks else None,
+            ))
+    return cases
+
+
+def train_flip(
+    train_samples: Sequence[dict],
+    val_samples: Sequence[dict],
+    cfg: FlipConfig,
+    ccfg: ClassifierConfig,
+    run_dir: str | Path,
+    *,
+    progress: bool = True,
+) -> Path:
+    """Train the classifier and the agents; returns the path of the model file."""
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    cfg.save(run / "config.json")
+    classifier, report = train_classifier(
+        list(train_samples), list(val_samples), ccfg, run / "classifier", progress=progress
+    )
+    net = classifier.network
+    scorer = make_scorer(net)
+    train_cases = box_cases(train_samples, scorer, cfg, keep_masks=False)
+    val_cases = box_cases(val_samples, scorer, cfg, keep_masks=True)
+    trainer = FlipTrainer(
+        cfg, scorer, run,
+        classifier_state={"config": ccfg.__dict__ | {"network": ccfg.network},
+                          "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+                          "report": report},
+        progress=progress,
+    )
+
+    def validate(epoch: int) -> dict[str, float]:
+        with_mask = [c for c in val_cases if c.mask is not None]
+        if not with_mask:
+            return {}
+        model = FlipModel(cfg, trainer.agent.q_network.state_dict(), trainer.classifier_state)
+        lv = cfg.levels[min(epoch // max(1, cfg.epochs_per_level or
+                                         int(np.ceil(cfg.epochs / len(cfg.levels)))),
+                            len(cfg.levels) - 1)]
+        res = model.segment_many([c.image for c in with_mask], [c.box for c in with_mask],
+                                 level=lv)
+        from flipseg.metrics import compute_dice
+
+        d = [compute_dice(r.mask, c.mask) for r, c in zip(res, with_mask)]
+        return {"val_dice": float(np.mean(d))}
+
+    trainer.fit(train_cases, validate=validate)
+    return run / MODEL_FILE
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``["agents=2", "levels=100,200"]`` -> typed FlipConfig overrides."""
+    from dataclasses import fields
+
+    types = {f.name: f.type for f in fields(FlipConfig)}
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise FlipsegError(f"--set {item!r} must look like KEY=VALUE")
+        key, val = item.split("=", 1)
+        key = key.strip().replace("-", "_")
+        if key not in types:
+            raise FlipsegError(f"unknown flip option {key!r}; see FlipConfig for the list")
+        t = str(types[key])
+        try:
+            if key == "levels":
+                out[key] = tuple(int(v) for v in val.split(","))
+            elif "bool" in t:
+                if val.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                    raise ValueError(val)
+                out[key] = val.lower() in ("1", "true", "yes", "on")
+            elif "int" in t and "float" not in t:
+                out[key] = int(val)
+            elif "float" in t:
+                out[key] = float(val)
+            else:
+                out[key] = val
+        except ValueError:
+            raise FlipsegError(f"--set {item!r}: {val!r} is not a valid {t}") from None
+    return out
+
+
+def train_flip_cli(args: argparse.Namespace) -> int:
+    from flipseg.commands import load_cases
+
+    cfg = FlipConfig.load(args.config) if args.config else FlipConfig()
+    cfg = cfg.with_overrides(**parse_overrides(args.set))
+    saved = Path(args.out) / "config.json"
+    if saved.exists() and not args.config and not args.set:
+        cfg = FlipConfig.load(saved)  # resuming: keep the run's own configuration
+    args.part = args.part or ("train" if args.fold is not None else "all")
+    samples, errors, dataset = load_cases(args)
+    for err in errors:
+        print(f"skipped case {err[0]}: {err[1]}")
+    samples = [s for s in samples if s.get("box") is not None]
+    if len(samples) < 4:
+        raise FlipsegError(f"need at least 4 boxes to train, dataset {dataset!r} has {len(samples)}")
+    n_val = min(args.val_cases, max(1, len(samples) // 10))
+    frac = n_val / len(samples)
+    train_s, val_s = split_by_patient(samples, (1 - frac, frac), seed=cfg.seed)
+    ccfg = ClassifierConfig(seed=cfg.seed, input_size=cfg.classifier_size, margin=cfg.margin)
+    if args.classifier_epochs is not None:
+        ccfg.epochs = args.classifier_epochs
+    if args.classifier_network:
+        ccfg.network = args.classifier_network
+    info = {"dataset": dataset, "fold": args.fold, "part": args.part, "n_train": len(train_s),
+            "n_val": len(val_s)}
+    atomic_write_text(Path(args.out) / "data.json", json.dumps(info, indent=2))
+    print(f"training Flip Learning on {len(train_s)} boxes ({len(val_s)} held out) -> {args.out}")
+    path = train_flip(train_s, val_s, cfg, ccfg, args.out, progress=not args.no_progress)
+    print(f"model written to {path}")
+    return 0

@@ -1,0 +1,106 @@
+"""Pictures: mask overlays, erase curves and small report figures (PNG)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from flipseg.boxes import Box
+from flipseg.io_utils import atomic_save
+
+__all__ = ["to_uint8", "overlay", "save_png", "plot_erase_curve", "mid_slices"]
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Intensities to uint8 (values already in 0-255 are kept, others are stretched)."""
+    img = np.asarray(image, np.float32)
+    lo, hi = float(img.min()), float(img.max())
+    if lo >= 0 and hi <= 255:
+        return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    if hi <= lo:
+        return np.zeros(img.shape, np.uint8)
+    return np.clip((img - lo) / (hi - lo) * 255, 0, 255).astype(np.uint8)
+
+
+def overlay(
+    image: np.ndarray,
+    mask: np.ndarray | None = None,
+    *,
+    gt: np.ndarray | None = None,
+    box: Box | None = None,
+    alpha: float = 0.25,
+) -> np.ndarray:
+    """RGB uint8 picture of a 2D image with the predicted mask (red fill + contour),
+    the ground truth (green contour) and the box (yellow)."""
+    g = to_uint8(image)
+    rgb = np.stack([g, g, g], -1).astype(np.float32)
+    if mask is not None and mask.any():
+        red = np.array([255, 40, 40], np.float32)
+        rgb[mask] = (1 - alpha) * rgb[mask] + alpha * red
+    rgb = rgb.astype(np.uint8)
+    thick = max(1, int(round(max(image.shape) / 300)))
+    for m, color in ((mask, (255, 40, 40)), (gt, (40, 220, 40))):
+        if m is not None and m.any():
+            cnts, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+            cv2.drawContours(rgb, cnts, -1, color, thick)
+    if box is not None:
+        cv2.rectangle(rgb, (box.x0, box.y0), (box.x1 - 1, box.y1 - 1), (250, 220, 0), thick)
+    return rgb
+
+
+def save_png(path: str | Path, array: np.ndarray) -> Path:
+    """Write a uint8 greyscale/RGB (or bool) array as PNG, atomically."""
+    arr = np.asarray(array)
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8) * 255
+    elif arr.dtype != np.uint8:
+        arr = to_uint8(arr)
+    if arr.ndim == 3:
+        arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
+
+    def write(tmp: str) -> None:
+        ok, buf = cv2.imencode(".png", arr)
+        if not ok:
+            raise OSError(f"could not encode PNG for {path}")
+        Path(tmp).write_bytes(buf.tobytes())
+
+    return atomic_save(path, write)
+
+
+def plot_erase_curve(path: str | Path, curves: dict[str, np.ndarray], title: str = "") -> Path:
+    """Erased area, normal score and (when known) Dice against the step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=110)
+    step = curves["step"]
+    ax.plot(step, curves["erased_area"], label="erased area (fraction of box)")
+    ax.plot(step, curves["normal_score"], label="normal score")
+    dice = np.asarray(curves.get("dice", []), float)
+    if dice.size and np.isfinite(dice).any():
+        ax.plot(step, dice, label="Dice")
+    ax.set_xlabel("step")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=7, loc="lower right")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+
+    def write(tmp: str) -> None:
+        fig.savefig(tmp, format="png")
+
+    try:
+        return atomic_save(path, write)
+    finally:
+        plt.close(fig)
+
+
+def mid_slices(volume: np.ndarray, center: Sequence[int] | None = None) -> list[np.ndarray]:
+    """Axial, coronal and sagittal slices of a (D, H, W) volume through ``center``."""
+    c = [s // 2 for s in volume.shape] if center is None else [int(v) for v in center]
+    return [volume[c[0]], volume[:, c[1]], volume[:, :, c[2]]]
