@@ -23,7 +23,8 @@ def test_replay_ring_and_new_items_get_max_priority():
     _fill(buf, 6, seed=1)  # wraps around
     assert len(buf) == 10 and buf.pos == 2
     assert buf.priorities[0] == pytest.approx(5.0 + buf.eps)  # overwritten with max priority
-    assert buf.priorities[5] == pytest.approx(5.0 + buf.eps)
+    assert buf.priorities[6] == pytest.approx(5.0 + buf.eps)
+    assert buf.priorities[5] == 1.0  # untouched item keeps its priority
 
 
 def test_replay_weights_follow_priorities():
