@@ -56,7 +56,9 @@ class CompactClassifier(nn.Module):
         cin = in_channels
         for i, cout in enumerate(widths, start=1):
             blocks[f"block{i}"] = nn.Sequential(
-                conv(cin, cout, 3, stride=2, padding=1, bias=False), norm(cout), nn.ReLU(inplace=True)
+                conv(cin, cout, 3, stride=2, padding=1, bias=False),
+                norm(cout),
+                nn.ReLU(inplace=True),
             )
             cin = cout
         self.features = nn.Sequential(blocks)

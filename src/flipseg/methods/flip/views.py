@@ -41,7 +41,7 @@ def view_box(box: Box, shape: Sequence[int], margin: float = 0.25) -> Box:
     """
     if margin < 0:
         raise FlipsegError(f"view margin must be >= 0, got {margin!r}")
-    return box.clip(shape).expand(margin, relative=True).clip(shape)
+    return box.validate(shape).expand(margin, relative=True).clip(shape)
 
 
 def to_input(arrays: Sequence[np.ndarray], size: int | None = None) -> torch.Tensor:

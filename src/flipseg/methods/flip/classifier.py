@@ -1,0 +1,376 @@
+"""The nodule (0) vs normal-tissue (1) classifier of Flip Learning.
+
+It is trained on pseudo samples made from the boxes alone
+(:mod:`flipseg.methods.flip.pseudo`) and later (1) picks each box's eraser
+source and (2) scores the partly erased views during erasing.
+
+Files written to the output folder: ``classifier.pt`` (weights, optimizer
+state and finished epoch, replaced atomically after every epoch so a killed
+run resumes from its last finished epoch), ``classifier_config.json`` and
+``classifier_report.json`` (held-out metrics).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from flipseg.errors import FlipsegError
+from flipseg.io_utils import atomic_save, atomic_write_text
+from flipseg.methods.flip.eraser import choose_eraser_sources
+from flipseg.methods.flip.pseudo import NORMAL, PseudoSampleDataset
+from flipseg.methods.flip.views import to_input, view_box
+from flipseg.metrics import compute_classification_metrics
+from flipseg.networks.classifier import build_classifier
+
+__all__ = [
+    "CHECKPOINT",
+    "ClassifierConfig",
+    "FlipClassifier",
+    "evaluate_classifier",
+    "load_classifier",
+    "train_classifier",
+]
+
+CHECKPOINT = "classifier.pt"
+CONFIG_FILE = "classifier_config.json"
+REPORT_FILE = "classifier_report.json"
+_FORMAT = "flipseg-classifier-1"
+# options that may change when a run is resumed
+_RESUMABLE = {"epochs", "num_workers", "device"}
+
+
+@dataclass
+class ClassifierConfig:
+    """Every knob of the classifier and its pseudo samples (saved with the run)."""
+
+    network: str = "compact"
+    """Registered network: ``compact`` (small, CPU-friendly) or ``resnet18`` (the paper's)."""
+    input_size: int = 64
+    """Side of the square (cube) input; 64 in 2D, 32 is a good choice in 3D."""
+    margin: float = 0.25
+    """Context around a box in its view, as a fraction of the box extent per side."""
+    dims: int = 0
+    """Spatial dimensions; 0 = taken from the training images."""
+    epochs: int = 20
+    """Training epochs; each draws fresh pseudo samples from every box."""
+    batch_size: int = 128
+    """Mini-batch size (paper: 128 for BUS)."""
+    lr: float = 1e-3
+    """AdamW learning rate (paper: 1e-3)."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay."""
+    positives: int = 2
+    """Nodule samples per box per epoch."""
+    negatives: int = 2
+    """Normal-tissue samples per box per epoch."""
+    fill_prob: float = 0.5
+    """Probability that a sample is the lesion box partly filled from an eraser
+    candidate (superpixel-filling augmentation) instead of a random box."""
+    fill_gap: float = 0.05
+    """Fill ratios within this distance of 0.5 are never drawn."""
+    fill_random_order: float = 0.3
+    """Probability of filling superpixels in random order instead of inner-to-outer."""
+    superpixels: int = 200
+    """Superpixels per box for the filling augmentation."""
+    superpixel_side: int = 0
+    """Shortest box side when computing those superpixels; 0 = 100 (2D) / 40 (3D)."""
+    flip: bool = True
+    """Random left-right flips (and front-back in 3D)."""
+    rotation: float = 10.0
+    """Maximum rotation in degrees (in the y-x plane)."""
+    shift: float = 0.08
+    """Maximum shift as a fraction of the input side."""
+    gamma_min: float = 0.7
+    """Smallest intensity gamma."""
+    gamma_max: float = 1.5
+    """Largest intensity gamma."""
+    seed: int = 0
+    """Seed of the weights, the pseudo samples and the batch order."""
+    num_workers: int = 0
+    """DataLoader worker processes (0: in the main process)."""
+    device: str = "cpu"
+    """Torch device."""
+
+    def __post_init__(self) -> None:
+        checks = {
+            "input_size": self.input_size >= 8,
+            "margin": self.margin >= 0,
+            "dims": self.dims in (0, 2, 3),
+            "epochs": self.epochs >= 0,
+            "batch_size": self.batch_size >= 2,
+            "positives": self.positives >= 0,
+            "negatives": self.negatives >= 0,
+            "fill_prob": 0.0 <= self.fill_prob <= 1.0,
+            "fill_gap": 0.0 < self.fill_gap < 0.5,
+            "fill_random_order": 0.0 <= self.fill_random_order <= 1.0,
+            "superpixels": self.superpixels >= 2,
+            "gamma_min": 0 < self.gamma_min <= self.gamma_max,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise FlipsegError(f"invalid classifier option {name}={getattr(self, name)!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ClassifierConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise FlipsegError(f"unknown classifier option(s): {', '.join(unknown)}")
+        return cls(**d)
+
+
+class FlipClassifier:
+    """A trained classifier: network + configuration.
+
+    ``normal_score(x)`` maps views ``[B, 1, *S]`` (0-1) to P(normal tissue) ``[B]``.
+    """
+
+    def __init__(self, network: torch.nn.Module, config: ClassifierConfig, chunk: int = 512):
+        self.network = network.eval()
+        self.config = config
+        self.chunk = int(chunk)
+        self.device = torch.device(config.device)
+
+    @torch.no_grad()
+    def normal_score(self, x: torch.Tensor) -> torch.Tensor:
+        """Softmax probability of *normal* for a batch, in chunks, eval mode, on CPU."""
+        self.network.eval()
+        outs = [
+            torch.softmax(self.network(x[i : i + self.chunk].to(self.device)), dim=1)[:, NORMAL]
+            for i in range(0, len(x), self.chunk)
+        ]
+        return torch.cat(outs).cpu() if outs else torch.zeros(0)
+
+    def scorer(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The callable the eraser selection and the environment use."""
+        return self.normal_score
+
+    def score_boxes(self, images: Sequence[np.ndarray], boxes: Sequence[Any]) -> np.ndarray:
+        """Normal score of each box's (unerased) view, one batched pass."""
+        crops = [np.asarray(im)[view_box(b, np.shape(im), self.config.margin).slices()]
+                 for im, b in zip(images, boxes, strict=True)]
+        return self.normal_score(to_input(crops, self.config.input_size)).numpy()
+
+
+def _build(cfg: ClassifierConfig) -> torch.nn.Module:
+    return build_classifier(cfg.network, spatial_dims=cfg.dims, in_channels=1, num_classes=2)
+
+
+def load_classifier(path: str | Path) -> FlipClassifier:
+    """Load ``classifier.pt`` (or a folder holding it) written by :func:`train_classifier`."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    if not path.exists():
+        raise FlipsegError(f"classifier not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt or foreign file: a user mistake
+        raise FlipsegError(f"cannot read classifier file {path}: {exc}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != _FORMAT:
+        raise FlipsegError(f"{path} is not a flipseg classifier")
+    cfg = ClassifierConfig.from_dict(ckpt["config"])
+    net = _build(cfg)
+    net.load_state_dict(ckpt["state_dict"])
+    return FlipClassifier(net.to(cfg.device), cfg)
+
+
+@torch.no_grad()
+def evaluate_classifier(
+    model: FlipClassifier, dataset: PseudoSampleDataset, *, batch_size: int = 256
+) -> dict[str, float]:
+    """Accuracy, precision, recall, F1 and AUC on a pseudo-sample set (normal = positive)."""
+    dataset.set_epoch(0)
+    xs, ys = [], []
+    for i in range(len(dataset)):
+        x, y = dataset[i]
+        xs.append(x)
+        ys.append(y)
+    chunks = [torch.stack(xs[i : i + batch_size]) for i in range(0, len(xs), batch_size)]
+    scores = torch.cat([model.normal_score(c) for c in chunks]).numpy()
+    out = compute_classification_metrics(np.asarray(ys), scores)
+    out["n"] = len(ys)
+    return out
+
+
+def _box_view_checks(model: FlipClassifier, samples: Sequence[dict]) -> dict[str, float]:
+    """How the classifier treats the real use: lesion views and their best eraser source."""
+    usable = [s for s in samples if s.get("box") is not None]
+    if not usable:
+        return {}
+    images = [s["image"] for s in usable]
+    boxes = [s["box"] for s in usable]
+    lesion = model.score_boxes(images, boxes)
+    cfg = model.config
+    try:
+        chosen = choose_eraser_sources(images, boxes, model.scorer(), mode="classifier",
+                                       margin=cfg.margin, size=cfg.input_size)
+    except FlipsegError:  # a box covering its whole image has no source
+        chosen = []
+    best = np.array([c[2] for c in chosen], dtype=float)
+    nan = float("nan")
+    return {
+        "lesion_views_called_nodule": float(np.mean(lesion < 0.5)),
+        "lesion_view_mean_normal_score": float(np.mean(lesion)),
+        "best_source_views_called_normal": float(np.mean(best >= 0.5)) if len(best) else nan,
+        "best_source_view_mean_normal_score": float(np.mean(best)) if len(best) else nan,
+    }
+
+
+def _check_resume(saved: dict[str, Any], cfg: ClassifierConfig, path: Path) -> None:
+    now = cfg.to_dict()
+    diff = sorted(k for k in now if k not in _RESUMABLE and saved.get(k) != now[k])
+    if diff:
+        changes = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in diff)
+        raise FlipsegError(
+            f"{path} was trained with other options ({changes}); use a new output folder"
+        )
+
+
+def train_classifier(
+    train_samples: Sequence[dict],
+    val_samples: Sequence[dict],
+    cfg: ClassifierConfig,
+    out_dir: str | Path,
+    *,
+    progress: bool = True,
+) -> tuple[FlipClassifier, dict[str, Any]]:
+    """Train nodule (0) vs normal (1) on pseudo samples of the training boxes.
+
+    Resumes from ``out_dir/classifier.pt`` when it exists (same options except
+    ``epochs``, ``num_workers``, ``device``). Same seed, same weights.
+
+    Parameters
+    ----------
+    train_samples : sample dicts with ``image`` and ``box``
+    val_samples : held-out sample dicts (may be empty); metrics are on their
+        pseudo samples, drawn with a fixed seed and no augmentation
+    cfg : options
+    out_dir : folder for ``classifier.pt``, ``classifier_config.json``,
+        ``classifier_report.json``
+    progress : show progress bars
+
+    Returns
+    -------
+    (FlipClassifier, report dict)
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dims = {np.ndim(s["image"]) for s in train_samples if s.get("box") is not None}
+    if len(dims) != 1:
+        raise FlipsegError(
+            f"classifier training needs boxes on all-2D or all-3D images, got {sorted(dims)}D"
+        )
+    nd = dims.pop()
+    if cfg.dims and cfg.dims != nd:
+        raise FlipsegError(f"classifier option dims={cfg.dims} but the images are {nd}D")
+    cfg = replace(cfg, dims=nd)
+    device = torch.device(cfg.device)
+
+    torch.manual_seed(cfg.seed)
+    network = _build(cfg).to(device)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    start_epoch, history = 0, []
+    ckpt_path = out / CHECKPOINT
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+        _check_resume(ckpt["config"], cfg, ckpt_path)
+        network.load_state_dict(ckpt["state_dict"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start_epoch, history = int(ckpt["epoch"]), list(ckpt["history"])
+    atomic_write_text(out / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2))
+
+    train_set = PseudoSampleDataset(train_samples, cfg, cfg.seed, progress=progress)
+    val_set = (
+        PseudoSampleDataset(val_samples, cfg, cfg.seed + 1, augment=False, progress=progress)
+        if any(s.get("box") is not None for s in val_samples) else None
+    )
+    model = FlipClassifier(network, cfg)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        train_set.set_epoch(epoch)
+        loader = DataLoader(
+            train_set,
+            batch_size=cfg.batch_size,
+            shuffle=True,
+            drop_last=len(train_set) > cfg.batch_size,  # no batch of one for BatchNorm
+            num_workers=cfg.num_workers,
+            generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch),
+        )
+        network.train()
+        total, correct, loss_sum = 0, 0, 0.0
+        bar = tqdm(loader, desc=f"classifier {epoch + 1}/{cfg.epochs}", unit="batch",
+                   disable=not progress, leave=False)
+        for x, y in bar:
+            x, y = x.to(device), y.to(device)
+            logits = network(x)  # [B, 2]
+            loss = loss_fn(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            loss_sum += float(loss.detach()) * len(y)
+            bar.set_postfix(loss=f"{loss_sum / total:.3f}", acc=f"{correct / total:.3f}")
+        row: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / max(total, 1),
+            "train_accuracy": correct / max(total, 1),
+            "seconds": time.perf_counter() - t0,
+        }
+        if val_set is not None:
+            m = evaluate_classifier(model, val_set)
+            row |= {"val_accuracy": m["accuracy"], "val_auc": m["auc"]}
+        history.append(row)
+        state = {
+            "format": _FORMAT,
+            "config": cfg.to_dict(),
+            "state_dict": network.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "epoch": epoch + 1,
+            "history": history,
+        }
+        atomic_save(ckpt_path, lambda tmp, state=state: torch.save(state, tmp))
+        if progress:
+            summary = ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch")
+            tqdm.write(f"classifier epoch {epoch + 1}: {summary}")
+
+    if not ckpt_path.exists():  # epochs == 0: keep the untrained weights loadable
+        atomic_save(ckpt_path, lambda tmp: torch.save(
+            {"format": _FORMAT, "config": cfg.to_dict(), "state_dict": network.state_dict(),
+             "optimizer": optimizer.state_dict(), "epoch": 0, "history": []}, tmp))
+    network.eval()
+    report: dict[str, Any] = {
+        "n_train_boxes": len(train_set.boxes),
+        "n_val_boxes": len(val_set.boxes) if val_set is not None else 0,
+        "skipped_boxes": train_set.skipped,
+        "epochs": cfg.epochs,
+        "positive_class": "normal",
+        "validation": evaluate_classifier(model, val_set) if val_set is not None else None,
+        "box_views": _box_view_checks(model, val_samples),
+        "history": history,
+    }
+    secs = [r["seconds"] for r in history]
+    report["seconds_per_epoch"] = float(np.mean(secs)) if secs else None
+    atomic_write_text(out / REPORT_FILE, json.dumps(report, indent=2, default=_json_default))
+    return model, report
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, (np.floating, np.integer)):
+        return v.item()
+    raise TypeError(f"cannot write {type(v).__name__} to JSON")
