@@ -1,0 +1,212 @@
+"""Datasets as lists of sample dicts (see :func:`flipseg.data.sample.make_sample`).
+
+``load_dataset(name, root)`` reads any registered dataset by name:
+
+=============  ==============================================================
+``busi``       BUSI in its published layout (:func:`load_busi`)
+``bus-bra``    BUS-BRA with its official folds (:func:`load_busbra`)
+``folder``     generic ``images/`` [+ ``masks/``, ``boxes.csv``] or manifest
+``stu``        STU-Hospital ``Test_Image_N`` / ``mask_N`` (:func:`load_stu`)
+``samples``    the ten BUS-BRA images shipped with flipseg
+``phantom2d``  synthetic 2D phantoms (``n=20, seed=0`` by default)
+=============  ==============================================================
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from flipseg.data.busbra import load_busbra
+from flipseg.data.busi import load_busi
+from flipseg.data.embedded import load_embedded
+from flipseg.data.folder import load_folder, load_manifest
+from flipseg.data.io import read_image, read_mask, write_png
+from flipseg.data.phantoms import make_phantom_2d, make_phantom_3d, phantom_dataset_2d
+from flipseg.data.sample import LABELS, make_sample, try_case
+from flipseg.data.splits import near_duplicate_groups, split_by_patient
+from flipseg.data.stu import load_stu
+from flipseg.data.volumes import read_volume, write_volume
+from flipseg.errors import FlipsegError
+from flipseg.registry import Registry
+
+__all__ = [
+    "DATASETS",
+    "LABELS",
+    "default_data_root",
+    "load_busbra",
+    "load_busi",
+    "load_dataset",
+    "load_embedded",
+    "load_folder",
+    "load_manifest",
+    "load_stu",
+    "make_phantom_2d",
+    "make_phantom_3d",
+    "make_sample",
+    "near_duplicate_groups",
+    "phantom_dataset_2d",
+    "read_image",
+    "read_mask",
+    "read_volume",
+    "split_by_patient",
+    "try_case",
+    "write_png",
+    "write_volume",
+]
+
+#: name -> loader ``(root, *, fold, part, errors, **opts) -> list[sample]``
+DATASETS: Registry[Callable[..., list[dict[str, Any]]]] = Registry("dataset")
+
+#: Folder names looked for by :func:`default_data_root`, per dataset.
+DEFAULT_FOLDERS = {"busi": ("BUSI", "Dataset_BUSI_with_GT"), "bus-bra": ("BUS-BRA",)}
+
+
+def default_data_root(name: str) -> Path:
+    """Where dataset ``name`` lives when no root is given.
+
+    Looks for the dataset's folder (``BUSI``, ``BUS-BRA``) under, in order:
+    ``$FLIPSEG_DATA``, then ``./shared/data``, ``../shared/data`` and
+    ``../../shared/data`` relative to the current directory.
+
+    Raises
+    ------
+    FlipsegError
+        ``dataset folder not found: PATH`` (PATH = the first place looked);
+        or the dataset has no default location.
+    """
+    name = name.lower()
+    if name not in DEFAULT_FOLDERS:
+        raise FlipsegError(f"dataset {name!r} has no default folder; give its root folder")
+    bases = []
+    if os.environ.get("FLIPSEG_DATA"):
+        bases.append(Path(os.environ["FLIPSEG_DATA"]).expanduser())
+    cwd = Path.cwd()
+    bases += [cwd / "shared" / "data", cwd.parent / "shared" / "data",
+              cwd.parent.parent / "shared" / "data"]
+    for base in bases:
+        for folder in DEFAULT_FOLDERS[name]:
+            if (base / folder).is_dir():
+                return base / folder
+    raise FlipsegError(f"dataset folder not found: {bases[0] / DEFAULT_FOLDERS[name][0]}")
+
+
+def _root(name: str, root: str | Path | None) -> Path:
+    if root is None:
+        return default_data_root(name)
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise FlipsegError(f"dataset folder not found: {root}")
+    return root
+
+
+def _no_folds(name: str, fold: int | None, part: str) -> None:
+    if fold is not None or part != "all":
+        raise FlipsegError(
+            f"dataset {name!r} has no official folds: use part='all' and no fold "
+            f"(got part={part!r}, fold={fold})"
+        )
+
+
+def _check_opts(name: str, func: Callable, opts: dict[str, Any], extra: tuple = ()) -> None:
+    """Unknown loader options fail with the list of valid ones."""
+    params = inspect.signature(func).parameters
+    valid = sorted(
+        {p for p, v in params.items() if v.kind == v.KEYWORD_ONLY} - {"errors", "case_id"}
+        | set(extra)
+    )
+    for key in opts:
+        if key not in valid:
+            raise FlipsegError(
+                f"dataset {name!r} has no option {key!r}; options: {', '.join(valid) or 'none'}"
+            )
+
+
+def _no_root(name: str, root: str | Path | None) -> None:
+    if root is not None:
+        raise FlipsegError(f"dataset {name!r} takes no root folder (got {root})")
+
+
+@DATASETS.register("busi")
+def _load_busi(root, *, fold=None, part="all", errors=None, **opts):
+    _no_folds("busi", fold, part)
+    _check_opts("busi", load_busi, opts)
+    return load_busi(_root("busi", root), errors=errors, **opts)
+
+
+@DATASETS.register("bus-bra")
+def _load_busbra(root, *, fold=None, part="all", errors=None, **opts):
+    _check_opts("bus-bra", load_busbra, opts)
+    return load_busbra(_root("bus-bra", root), fold=fold, part=part, errors=errors, **opts)
+
+
+@DATASETS.register("folder")
+def _load_folder(root, *, fold=None, part="all", errors=None, **opts):
+    _no_folds("folder", fold, part)
+    _check_opts("folder", load_folder, opts)
+    if root is None:
+        raise FlipsegError("dataset 'folder' needs a root folder (images/ or manifest.json)")
+    return load_folder(_root("folder", root), errors=errors, **opts)
+
+
+@DATASETS.register("stu")
+def _load_stu(root, *, fold=None, part="all", errors=None, **opts):
+    _no_folds("stu", fold, part)
+    _check_opts("stu", load_stu, opts)
+    if root is None:
+        raise FlipsegError("dataset 'stu' needs a root folder (Test_Image_N.png, mask_N.png)")
+    return load_stu(_root("stu", root), errors=errors, **opts)
+
+
+@DATASETS.register("samples")
+def _load_samples(root, *, fold=None, part="all", errors=None, **opts):
+    _no_folds("samples", fold, part)
+    _no_root("samples", root)
+    _check_opts("samples", load_embedded, opts)
+    return load_embedded(errors=errors, **opts)
+
+
+@DATASETS.register("phantom2d")
+def _load_phantom2d(root, *, fold=None, part="all", errors=None, n=20, seed=0, **opts):
+    _no_folds("phantom2d", fold, part)
+    _no_root("phantom2d", root)
+    _check_opts("phantom2d", make_phantom_2d, opts, extra=("n", "seed"))
+    return phantom_dataset_2d(n, seed, **opts)
+
+
+def load_dataset(
+    name: str,
+    root: str | Path | None = None,
+    *,
+    fold: int | None = None,
+    part: str = "all",
+    errors: list | None = None,
+    **opts: Any,
+) -> list[dict[str, Any]]:
+    """Read a registered dataset as a list of sample dicts.
+
+    Parameters
+    ----------
+    name : one of ``DATASETS.names()`` (case-insensitive).
+    root : dataset folder; None uses :func:`default_data_root` for ``busi``
+        and ``bus-bra``; ``folder`` and ``stu`` need one; ``samples`` and
+        ``phantom2d`` take none.
+    fold, part : official fold and part (``"all"``, ``"train"``, ``"val"``,
+        ``"test"``); only BUS-BRA has folds, other datasets need
+        ``part="all"``.
+    errors : if a list, cases that fail to load are appended as
+        ``(case_id, message)`` and skipped; if None the first one raises.
+    opts : passed to the loader (e.g. ``include_normal=True`` for BUSI,
+        ``cv="10"`` for BUS-BRA, ``n=``/``seed=`` for phantoms).
+
+    Raises
+    ------
+    FlipsegError
+        Unknown name (the message lists the valid ones), a missing folder
+        (``dataset folder not found: PATH``), unknown options, or bad
+        fold/part.
+    """
+    loader = DATASETS.get(str(name).lower())
+    return loader(root, fold=fold, part=part, errors=errors, **opts)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 
 from flipseg.boxes import Box
 from flipseg.errors import FlipsegError
 
-__all__ = ["LABELS", "make_sample"]
+__all__ = ["LABELS", "make_sample", "try_case"]
 
 LABELS = ("benign", "malignant", "normal")
+
+T = TypeVar("T")
 
 
 def make_sample(
@@ -59,3 +61,19 @@ def make_sample(
     sample["patient_id"] = str(patient_id) if patient_id is not None else str(case_id)
     sample.update(extra)
     return sample
+
+
+def try_case(case_id: str, load: Callable[[], T], errors: list | None) -> T | None:
+    """Run ``load()`` for one case of a batch.
+
+    With ``errors=None`` a :class:`FlipsegError` propagates. With a list, the
+    error is recorded as ``(case_id, message)`` and None is returned, so a
+    reader can skip the bad case and finish the rest.
+    """
+    try:
+        return load()
+    except FlipsegError as exc:
+        if errors is None:
+            raise
+        errors.append((str(case_id), str(exc)))
+        return None

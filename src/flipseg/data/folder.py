@@ -1,0 +1,313 @@
+"""Generic datasets: an ``images/`` folder or a JSON manifest.
+
+Folder layout::
+
+    root/
+      images/   <stem>.png|.jpg|.jpeg|.bmp|.tif|.tiff|.nii|.nii.gz|.nrrd
+      masks/    optional: <stem>.<any of those>, <stem>_mask.<ext>,
+                <stem>_mask_<k>.<ext> (all files of one image are OR-ed)
+      boxes.csv optional: case_id,x0,y0,x1,y1[,z0,z1][,label]
+
+``case_id`` in ``boxes.csv`` is the image stem. Several rows with the same
+``case_id`` are several lesions: one sample per row, ``case_id`` suffixed
+``#1``, ``#2`` ..., ``patient_id`` the image stem, and the mask restricted to
+the connected components lying mostly inside that row's box. An image without
+a row gets its box from its mask (or none). Mask files that match no image are
+ignored.
+
+Manifest (``root/manifest.json`` or a path to any ``.json`` file)::
+
+    [{"image": "a.png", "mask": "a_mask.png", "box": [x0, y0, x1, y1],
+      "label": "benign", "case_id": "a", "patient_id": "p1"}, ...]
+
+Only ``image`` is required; ``mask`` may be a list of files (OR-ed), ``box``
+a list of 4 (2D) or 6 (3D) numbers or a ``"x0,y0,x1,y1"`` string; paths are
+relative to the manifest. Entries sharing a ``case_id`` are lesions of one
+image, handled as repeated ``boxes.csv`` rows.
+
+Volumes (``.nii``, ``.nii.gz``, ``.nrrd``) are read with
+:func:`flipseg.data.volumes.read_volume`; their samples carry ``spacing`` and
+an extra ``volume_meta`` for writing masks back with the same geometry.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from flipseg.boxes import Box
+from flipseg.data.io import IMAGE_EXTENSIONS, read_image, read_mask
+from flipseg.data.sample import make_sample, try_case
+from flipseg.data.volumes import is_volume_path, read_volume, volume_stem
+from flipseg.errors import FlipsegError
+
+__all__ = ["load_folder", "load_manifest", "read_any_image", "read_any_mask"]
+
+_MASK_SUFFIX = re.compile(r"^(?P<stem>.+)_mask(?:_\d+)?$")
+
+
+def _stem(path: Path) -> str:
+    return volume_stem(path) if is_volume_path(path) else path.stem
+
+
+def _is_image_file(path: Path) -> bool:
+    return (
+        path.is_file()
+        and not path.name.startswith(".")
+        and (path.suffix.lower() in IMAGE_EXTENSIONS or is_volume_path(path))
+    )
+
+
+def _natural(text: str) -> tuple:
+    return tuple((0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", text))
+
+
+def read_any_image(path: str | Path) -> tuple[np.ndarray, tuple[float, ...] | None, dict | None]:
+    """Read a 2D image or a volume: ``(array, spacing or None, volume meta or None)``."""
+    path = Path(path)
+    if is_volume_path(path):
+        return read_volume(path)
+    return read_image(path), None, None
+
+
+def read_any_mask(paths: Sequence[str | Path], shape: Sequence[int]) -> np.ndarray:
+    """OR of 2D mask images (resized to ``shape`` if needed) or volumes (shape must match)."""
+    mask = np.zeros(tuple(shape), dtype=bool)
+    for p in paths:
+        p = Path(p)
+        if is_volume_path(p):
+            vol = read_volume(p)[0] != 0
+            if vol.shape != mask.shape:
+                raise FlipsegError(f"mask {p} has shape {vol.shape}, the image has {mask.shape}")
+            mask |= vol
+        else:
+            if len(shape) != 2:
+                raise FlipsegError(f"mask {p} is a 2D image but the image is {len(shape)}D")
+            mask |= read_mask(p, shape=shape)
+    return mask
+
+
+def _lesion_part(mask: np.ndarray, box: Box) -> np.ndarray:
+    """Connected components of ``mask`` lying mostly inside ``box`` (else mask & box)."""
+    inside = box.clip(mask.shape).to_mask(mask.shape)
+    labels, n = ndimage.label(mask, structure=np.ones((3,) * mask.ndim))
+    if n == 0:
+        return mask.copy()
+    total = np.bincount(labels.ravel(), minlength=n + 1)
+    within = np.bincount(labels[inside], minlength=n + 1)
+    keep = within * 2 > total
+    keep[0] = False
+    part = keep[labels]
+    return part if part.any() else mask & inside
+
+
+def _parse_box(values: Sequence[Any], where: str) -> Box:
+    try:
+        nums = [int(round(float(v))) for v in values]
+    except (TypeError, ValueError):
+        raise FlipsegError(f"{where}: box {list(values)} is not a list of numbers") from None
+    if len(nums) not in (4, 6):
+        raise FlipsegError(f"{where}: box {list(values)} needs 4 (2D) or 6 (3D) numbers")
+    box = Box(*nums)
+    if not box.is_valid():
+        raise FlipsegError(f"{where}: box {list(values)} is empty (need x0<x1, y0<y1[, z0<z1])")
+    return box
+
+
+def _label(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    return text or None
+
+
+def _build(
+    case_id: str,
+    image_path: Path,
+    mask_paths: Sequence[Path],
+    lesions: list[tuple[Box | None, str | None]],
+    patient_id: str | None,
+    spacing: Sequence[float] | None,
+) -> list[dict[str, Any]]:
+    """Samples of one image: one per lesion (box, label), or one without a box."""
+    image, vol_spacing, meta = read_any_image(image_path)
+    mask = read_any_mask(mask_paths, image.shape) if mask_paths else None
+    extra: dict[str, Any] = {"file": str(image_path)}
+    if meta is not None:
+        extra["volume_meta"] = meta
+    sp = spacing if spacing is not None else vol_spacing
+    if not lesions:
+        lesions = [(None, None)]
+    several = len(lesions) > 1
+    out = []
+    for k, (box, label) in enumerate(lesions, start=1):
+        m = mask
+        if several and mask is not None and box is not None:
+            m = _lesion_part(mask, box)
+        if box is not None:
+            box = box.validate(image.shape)
+        out.append(make_sample(
+            image, mask=m, box=box, label=label, spacing=sp,
+            case_id=f"{case_id}#{k}" if several else case_id,
+            patient_id=patient_id or case_id, **extra,
+            **({"lesion_index": k} if several else {}),
+        ))
+    return out
+
+
+def _read_boxes_csv(path: Path, errors: list | None) -> dict[str, list[tuple[Box, str | None]]]:
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        fields = [c.strip() for c in (reader.fieldnames or [])]
+        missing = [c for c in ("case_id", "x0", "y0", "x1", "y1") if c not in fields]
+        if missing:
+            raise FlipsegError(
+                f"{path}: header {','.join(fields) or '(empty)'} lacks {','.join(missing)} "
+                "(expected case_id,x0,y0,x1,y1[,z0,z1][,label])"
+            )
+        rows: dict[str, list[tuple[Box, str | None]]] = {}
+        for line, raw in enumerate(reader, start=2):
+            row = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
+            cid = row["case_id"]
+            keys = ["x0", "y0", "x1", "y1"]
+            if row.get("z0") or row.get("z1"):
+                keys += ["z0", "z1"]
+
+            def parse(row=row, keys=keys, line=line):
+                return _parse_box([row.get(k, "") for k in keys], f"{path.name} line {line}")
+
+            box = try_case(cid or f"line {line}", parse, errors)
+            if box is not None:
+                rows.setdefault(cid, []).append((box, _label(row.get("label"))))
+    return rows
+
+
+def load_folder(root: str | Path, *, errors: list | None = None) -> list[dict[str, Any]]:
+    """Read a generic dataset folder (``images/`` [+ ``masks/``] [+ ``boxes.csv``]) or manifest.
+
+    ``root`` may be a folder with ``manifest.json`` (read with
+    :func:`load_manifest`), a ``.json`` file, or a folder with ``images/``.
+    Images are returned in natural file-name order. ``errors``: if a list,
+    unreadable cases are appended as ``(case_id, message)`` and skipped; if
+    None they raise.
+
+    Raises
+    ------
+    FlipsegError
+        Missing folder, no ``images/`` or manifest, a bad ``boxes.csv`` header,
+        two images with the same stem.
+    """
+    root = Path(root)
+    if root.is_file() and root.suffix.lower() == ".json":
+        return load_manifest(root, errors=errors)
+    if not root.is_dir():
+        raise FlipsegError(f"dataset folder not found: {root}")
+    if (root / "manifest.json").is_file():
+        return load_manifest(root / "manifest.json", errors=errors)
+    image_dir = root / "images"
+    if not image_dir.is_dir():
+        raise FlipsegError(f"dataset folder {root} has neither images/ nor manifest.json")
+    images: dict[str, Path] = {}
+    for f in sorted(image_dir.iterdir()):
+        if _is_image_file(f):
+            stem = _stem(f)
+            if stem in images:
+                raise FlipsegError(
+                    f"two images share the name {stem!r}: {images[stem].name}, {f.name}"
+                )
+            images[stem] = f
+    masks: dict[str, list[Path]] = {}
+    if (root / "masks").is_dir():
+        for f in sorted((root / "masks").iterdir()):
+            if not _is_image_file(f):
+                continue
+            stem = _stem(f)
+            m = _MASK_SUFFIX.match(stem)
+            if stem not in images and m and m["stem"] in images:
+                stem = m["stem"]
+            if stem in images:
+                masks.setdefault(stem, []).append(f)
+    boxes: dict[str, list[tuple[Box, str | None]]] = {}
+    if (root / "boxes.csv").is_file():
+        boxes = _read_boxes_csv(root / "boxes.csv", errors)
+        for cid in boxes:
+            if cid not in images:
+                msg = f"boxes.csv names case {cid!r} but images/ has no such image"
+                if errors is None:
+                    raise FlipsegError(msg)
+                errors.append((cid, msg))
+    samples: list[dict[str, Any]] = []
+    for stem in sorted(images, key=_natural):
+        lesions = boxes.get(stem, [])
+
+        def load(stem=stem, lesions=lesions):
+            return _build(stem, images[stem], masks.get(stem, []), lesions, None, None)
+
+        got = try_case(stem, load, errors)
+        if got:
+            samples.extend(got)
+    return samples
+
+
+def load_manifest(path: str | Path, *, errors: list | None = None) -> list[dict[str, Any]]:
+    """Read a JSON manifest (see module docstring); entries in file order."""
+    path = Path(path)
+    if not path.is_file():
+        raise FlipsegError(f"manifest not found: {path}")
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FlipsegError(f"manifest {path} is not valid JSON: {exc}") from None
+    if not isinstance(entries, list):
+        raise FlipsegError(
+            f"manifest {path} must hold a list of entries, got {type(entries).__name__}"
+        )
+    base = path.parent
+    cases: dict[str, dict[str, Any]] = {}
+    for i, entry in enumerate(entries):
+        where = f"{path.name} entry {i}"
+        if not isinstance(entry, dict) or not entry.get("image"):
+            raise FlipsegError(f"{where}: needs an object with an \"image\" path, got {entry!r}")
+        image = base / str(entry["image"])
+        cid = str(entry.get("case_id") or _stem(image))
+        mask_field = entry.get("mask")
+        mask_list = [mask_field] if isinstance(mask_field, str) else list(mask_field or [])
+        box = entry.get("box")
+
+        def parse(box=box, where=where):
+            if box is None:
+                return None
+            return _parse_box(box.split(",") if isinstance(box, str) else box, where)
+
+        case = cases.setdefault(cid, {"image": image, "masks": [], "lesions": [],
+                                      "patient_id": entry.get("patient_id"),
+                                      "spacing": entry.get("spacing")})
+        if case["image"] != image:
+            raise FlipsegError(f"{where}: case_id {cid!r} already used for {case['image']}")
+        for m in mask_list:
+            mp = base / str(m)
+            if mp not in case["masks"]:
+                case["masks"].append(mp)
+        parsed = try_case(cid, parse, errors)
+        if parsed is not None or box is None:
+            case["lesions"].append((parsed, _label(entry.get("label"))))
+    samples: list[dict[str, Any]] = []
+    for cid, case in cases.items():
+        lesions = [les for les in case["lesions"] if les[0] is not None]
+        if not lesions:  # no box: keep the label of the (first) entry
+            lesions = [(None, case["lesions"][0][1])] if case["lesions"] else []
+
+        def load(cid=cid, case=case, lesions=lesions):
+            return _build(cid, case["image"], case["masks"], lesions, case["patient_id"],
+                          case["spacing"])
+
+        got = try_case(cid, load, errors)
+        if got:
+            samples.extend(got)
+    return samples

@@ -1,0 +1,63 @@
+"""Dataset registry, default data roots and error messages."""
+
+from pathlib import Path
+
+import pytest
+
+import flipseg.data as fd
+from flipseg.data import DATASETS, default_data_root, load_dataset
+from flipseg.errors import FlipsegError
+
+DATA = Path(__file__).parents[2].parent / "shared" / "data"
+
+
+def test_names():
+    assert DATASETS.names() == ["bus-bra", "busi", "folder", "phantom2d", "samples", "stu"]
+    for name in fd.__all__:
+        assert hasattr(fd, name)
+
+
+def test_samples_and_phantoms():
+    assert len(load_dataset("samples")) == 10
+    ph = load_dataset("phantom2d", n=3, seed=2, shape=(64, 64))
+    assert [s["image"].shape for s in ph] == [(64, 64)] * 3
+
+
+def test_errors():
+    with pytest.raises(FlipsegError, match="choose one of: bus-bra, busi"):
+        load_dataset("nope")
+    with pytest.raises(FlipsegError, match="has no option .colour.; options: .*n, posterior, seed"):
+        load_dataset("phantom2d", colour=1)
+    with pytest.raises(FlipsegError, match="no official folds"):
+        load_dataset("samples", part="test")
+    with pytest.raises(FlipsegError, match="takes no root"):
+        load_dataset("samples", "/tmp")
+    with pytest.raises(FlipsegError, match="needs a root folder"):
+        load_dataset("folder")
+    with pytest.raises(FlipsegError, match="dataset folder not found: /no/such/dir"):
+        load_dataset("busi", "/no/such/dir")
+
+
+def test_default_root_env_and_missing(tmp_path, monkeypatch):
+    (tmp_path / "data" / "BUS-BRA").mkdir(parents=True)
+    monkeypatch.setenv("FLIPSEG_DATA", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    assert default_data_root("bus-bra") == tmp_path / "data" / "BUS-BRA"
+    with pytest.raises(FlipsegError, match=f"dataset folder not found: {tmp_path}/data/BUSI"):
+        default_data_root("busi")
+    monkeypatch.delenv("FLIPSEG_DATA")
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "shared" / "data" / "BUSI").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "a" / "b")  # found two levels up
+    assert default_data_root("busi") == tmp_path / "shared" / "data" / "BUSI"
+    with pytest.raises(FlipsegError, match="no default folder"):
+        default_data_root("stu")
+
+
+@pytest.mark.skipif(not (DATA / "BUS-BRA").is_dir(), reason=f"real data not found at {DATA}")
+def test_bus_bra_from_default_root(monkeypatch):
+    monkeypatch.delenv("FLIPSEG_DATA", raising=False)
+    monkeypatch.chdir(DATA.parent)  # ./shared/data
+    errors: list = []
+    samples = load_dataset("bus-bra", fold=5, part="test", cv="10", errors=errors)
+    assert len(samples) == 184 and errors == []
