@@ -10,7 +10,6 @@ from typing import Callable
 
 import numpy as np
 
-from flipseg.boxes import Box
 from flipseg.registry import Registry
 from flipseg.segmenters import SEGMENTERS, FunctionSegmenter
 

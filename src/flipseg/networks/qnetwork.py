@@ -22,18 +22,17 @@ def _conv(spatial_dims: int) -> type[nn.Module]:
     return nn.Conv2d if spatial_dims == 2 else nn.Conv3d
 
 
-def _norm(spatial_dims: int) -> type[nn.Module]:
-    return nn.BatchNorm2d if spatial_dims == 2 else nn.BatchNorm3d
-
-
 @TRUNKS.register("compact")
-def compact_trunk(in_channels: int, spatial_dims: int = 2, width: int = 32) -> tuple[nn.Module, int]:
-    """Four stride-2 conv blocks (width, 2w, 2w, 4w channels) + global average pool."""
-    conv, norm = _conv(spatial_dims), _norm(spatial_dims)
+def compact_trunk(in_channels: int, spatial_dims: int = 2, width: int = 16) -> tuple[nn.Module, int]:
+    """Four stride-2 conv blocks (width, 2w, 2w, 4w channels) + global average pool.
+
+    GroupNorm rather than BatchNorm: acting and learning then see the same function.
+    """
+    conv = _conv(spatial_dims)
     chans = [in_channels, width, 2 * width, 2 * width, 4 * width]
     layers: list[nn.Module] = []
     for cin, cout in zip(chans[:-1], chans[1:]):
-        layers += [conv(cin, cout, 3, stride=2, padding=1, bias=False), norm(cout), nn.ReLU(True)]
+        layers += [conv(cin, cout, 3, stride=2, padding=1, bias=False), nn.GroupNorm(4, cout), nn.ReLU(True)]
     pool = nn.AdaptiveAvgPool2d(1) if spatial_dims == 2 else nn.AdaptiveAvgPool3d(1)
     return nn.Sequential(*layers, pool, nn.Flatten()), chans[-1]
 

@@ -88,7 +88,7 @@ class FlipConfig:
 
     # ---- learning
     q_network: str = "compact"
-    """Q-network trunk: ``compact`` or ``resnet18``."""
+    """Q-network trunk: ``compact`` (width 16) or ``resnet18`` (the paper's)."""
     epochs: int = 6
     """Training epochs (one epoch = every training box erased once)."""
     num_envs: int = 32
@@ -131,6 +131,10 @@ class FlipConfig:
     """Seed of every random choice."""
     device: str = "cpu"
     """Torch device."""
+    num_threads: int = 1
+    """Torch CPU threads. The networks are small, so one thread per process is fastest on
+    a busy 2-core machine (several threads spin against each other there); raise it on an
+    idle many-core machine."""
 
     # ---- eraser source
     eraser: str = "classifier"

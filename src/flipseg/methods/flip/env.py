@@ -299,7 +299,7 @@ class VecErasingEnv:
 
     # ------------------------------------------------------------------ state
     def reset(self) -> None:
-        E, K = self.E, self.K
+        E = self.E
         self.erased = np.zeros((E, self.nmax + 1), dtype=bool)
         self.t = np.zeros(E, np.int64)
         self.done = self.max_steps <= 0

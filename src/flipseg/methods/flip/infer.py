@@ -104,6 +104,7 @@ class FlipModel:
         call covers the whole batch.
         """
         cfg = self.cfg
+        torch.set_num_threads(max(1, cfg.num_threads))
         if level is None:
             level = cfg.levels[cfg.inference_level]
         results: list[FlipResult] = []

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 
 from flipseg.data.splits import split_by_patient
 from flipseg.errors import FlipsegError
@@ -57,6 +59,7 @@ def train_flip(
     """Train the classifier and the agents; returns the path of the model file."""
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(max(1, cfg.num_threads))
     cfg.save(run / "config.json")
     classifier, report = train_classifier(
         list(train_samples), list(val_samples), ccfg, run / "classifier", progress=progress
@@ -67,7 +70,7 @@ def train_flip(
     val_cases = box_cases(val_samples, scorer, cfg, keep_masks=True)
     trainer = FlipTrainer(
         cfg, scorer, run,
-        classifier_state={"config": ccfg.__dict__ | {"network": ccfg.network},
+        classifier_state={"config": asdict(ccfg),
                           "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
                           "report": report},
         progress=progress,

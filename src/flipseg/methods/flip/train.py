@@ -69,6 +69,7 @@ class FlipTrainer:
         self.run_dir = Path(run_dir)
         self.classifier_state = classifier_state
         self.progress = progress
+        torch.set_num_threads(max(1, cfg.num_threads))
         self.agent = DQNAgent(cfg)
         self.rng = np.random.default_rng(cfg.seed)
         torch.manual_seed(cfg.seed)
@@ -176,8 +177,11 @@ class FlipTrainer:
             bar.update(len(chunk))
             bar.set_postfix(eps=f"{self.epsilon():.2f}", loss=f"{stats[-1]['loss']:.3f}")
         bar.close()
-        keys = stats[0].keys()
-        return {k: float(np.nanmean([s[k] for s in stats])) for k in keys}
+        out = {}
+        for k in stats[0]:
+            vals = np.array([s[k] for s in stats], float)
+            out[k] = float(np.mean(vals[np.isfinite(vals)])) if np.isfinite(vals).any() else float("nan")
+        return out
 
     def on_epoch_end(self, epoch: int, row: dict[str, float]) -> None:
         self.log_rows.append(row)
