@@ -1,0 +1,124 @@
+"""End-to-end CLI runs on tiny data: error paths, evaluate, demo, train/segment flip."""
+
+import json
+
+import numpy as np
+import pytest
+
+from flipseg.cli import main
+from flipseg.data.io import write_png
+from flipseg.data.phantoms import phantom_dataset_2d
+
+
+@pytest.fixture()
+def folder(tmp_path):
+    root = tmp_path / "ds"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for s in phantom_dataset_2d(3, seed=1):
+        write_png(root / "images" / f"{s['case_id']}.png", np.clip(s["image"], 0, 255).astype(np.uint8))
+        write_png(root / "masks" / f"{s['case_id']}.png", s["mask"])
+    return root
+
+
+def _one_line_error(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("flipseg: error:"), err
+    return err[0]
+
+
+def test_missing_folder_is_one_line(tmp_path, capsys):
+    rc = main(["evaluate", "--dataset", "folder", "--data-root", str(tmp_path / "nope"),
+               "--method", "ellipse", "--out", str(tmp_path / "o")])
+    assert rc == 2
+    assert "nope" in _one_line_error(capsys)
+
+
+def test_unknown_method_lists_valid_ones(folder, tmp_path, capsys):
+    rc = main(["evaluate", "--dataset", "folder", "--data-root", str(folder),
+               "--method", "magic", "--out", str(tmp_path / "o")])
+    assert rc == 2
+    line = _one_line_error(capsys)
+    assert "magic" in line and "ellipse" in line
+
+
+def test_corrupt_png_and_box_outside_are_skipped_and_reported(folder, tmp_path, capsys):
+    (folder / "images" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
+    first = sorted(p.stem for p in (folder / "images").glob("phantom*.png"))[0]
+    (folder / "boxes.csv").write_text(f"case_id,x0,y0,x1,y1\n{first},900,900,950,950\n")
+    out = tmp_path / "o"
+    rc = main(["evaluate", "--dataset", "folder", "--data-root", str(folder),
+               "--method", "ellipse", "--out", str(out), "--no-progress"])
+    assert rc == 3
+    printed = capsys.readouterr().out
+    assert "broken" in printed and first in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n"] == 2  # the two good cases were still scored
+    assert "broken" in (out / "errors.csv").read_text()
+
+
+def test_evaluate_writes_summary_and_compare(folder, tmp_path):
+    out = tmp_path / "o"
+    rc = main(["evaluate", "--dataset", "folder", "--data-root", str(folder),
+               "--compare", "box", "ellipse", "--out", str(out), "--no-progress"])
+    assert rc == 0
+    s = json.loads((out / "ellipse" / "summary.json").read_text())
+    assert s["method"] == "ellipse" and s["n"] == 3
+    for k in ("dice", "jaccard", "hd", "hd95", "asd", "con"):
+        assert set(s["metrics"][k]) == {"mean", "std"}
+    assert 0 <= s["metrics"]["dice"]["mean"] <= 1
+    assert "| dice |" in (out / "compare.md").read_text()
+    rows = (out / "box" / "cases.csv").read_text().splitlines()
+    assert len(rows) == 4
+
+
+def test_box_shift_repeats(folder, tmp_path):
+    out = tmp_path / "o"
+    rc = main(["evaluate", "--dataset", "folder", "--data-root", str(folder), "--method", "box",
+               "--box-shift", "10-20", "--out", str(out), "--no-progress"])
+    assert rc == 0
+    rows = (out / "cases.csv").read_text().splitlines()
+    assert len(rows) == 1 + 3 * 3
+
+
+def test_demo_with_ellipse(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--method", "ellipse", "--out", str(out)]) == 0
+    assert len(list((out / "overlays").glob("*.png"))) >= 8
+    assert "ellipse" in (out / "metrics.md").read_text()
+
+
+def test_train_segment_evaluate_flip_tiny(tmp_path, capsys):
+    run = tmp_path / "run"
+    tiny = ["--set", "epochs=1", "--set", "levels=16", "--set", "num_envs=4", "--set", "warmup=8",
+            "--set", "replay_size=64", "--set", "batch_size=8", "--set", "state_size=16"]
+    rc = main(["train", "flip", "--dataset", "phantom2d", "--out", str(run), "--classifier-epochs",
+               "1", "--no-progress", *tiny])
+    assert rc == 0
+    assert (run / "flip_model.pt").exists() and (run / "config.json").exists()
+    assert (run / "classifier" / "classifier_report.json").exists()
+    # resume: a finished run re-run does no more epochs and keeps its files
+    assert main(["train", "flip", "--dataset", "phantom2d", "--out", str(run), "--no-progress"]) == 0
+    seg = tmp_path / "seg"
+    img = tmp_path / "img.png"
+    s = phantom_dataset_2d(1, seed=9)[0]
+    write_png(img, np.clip(s["image"], 0, 255).astype(np.uint8))
+    b = s["box"]
+    rc = main(["segment", "--model", str(run), "--image", str(img), "--box",
+               f"{b.x0},{b.y0},{b.x1},{b.y1}", "--out", str(seg)])
+    assert rc == 0
+    for suffix in ("mask", "overlay", "flipped", "curve"):
+        assert (seg / f"img_{suffix}.png").exists()
+    curve = (seg / "img_curve.csv").read_text().splitlines()
+    assert curve[0] == "step,erased_area,normal_score,dice" and len(curve) > 2
+    out = tmp_path / "ev"
+    rc = main(["evaluate", "--dataset", "phantom2d", "--method", "flip", "--model", str(run),
+               "--limit", "3", "--out", str(out), "--no-progress"])
+    assert rc == 0
+    assert json.loads((out / "summary.json").read_text())["n"] == 3
+    # a box outside the image is a one-line error for a single segmentation
+    capsys.readouterr()
+    rc = main(["segment", "--model", str(run), "--image", str(img), "--box", "5000,5000,5010,5010",
+               "--out", str(seg)])
+    assert rc == 2
+    assert "outside" in _one_line_error(capsys)
