@@ -1,0 +1,136 @@
+"""Flip Learning 2D benchmark: quality beside the ellipse/box floors, shifts, speed.
+
+    python benchmarks/flip2d.py --model runs/flip_bb5            # full tables
+    python benchmarks/flip2d.py --limit 50 --skip-speed          # quick look
+
+Tables printed (markdown):
+1. BUS-BRA fold 5 test and BUSI lesions (external), tight boxes: Dice, JAC, HD,
+   ASD (mean±std) for flip, ellipse, box; paired t-tests flip vs ellipse.
+2. The same with 0-10 px box shifts (3 seeded repeats per box).
+3. Speed: seconds per image amortised over a batch, and against the superpixel count.
+4. Training time of the model's run (from its logs), when the run folder is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import flipseg.methods  # noqa: F401  (registers "flip")
+from flipseg.data import load_dataset
+from flipseg.evaluate import evaluate_methods, format_table
+from flipseg.metrics import paired_ttest
+from flipseg.segmenters import get_segmenter
+
+METRICS = ("dice", "jaccard", "hd", "asd")
+
+
+def _cases(dataset: str, limit: int | None) -> list[dict]:
+    if dataset == "bus-bra":
+        s = load_dataset("bus-bra", fold=5, part="test")
+    else:
+        s = load_dataset("busi")
+    s = [x for x in s if x.get("mask") is not None and x.get("box") is not None]
+    return s[:limit] if limit else s
+
+
+def _per_case(path: Path) -> dict[str, dict[str, float]]:
+    rows: dict[str, list[dict]] = {}
+    with open(path) as f:
+        for r in csv.DictReader(f):
+            rows.setdefault(r["case_id"], []).append(r)
+    return {c: {m: float(np.mean([float(r[m]) for r in rs])) for m in METRICS}
+            for c, rs in rows.items()}
+
+
+def quality(model: str | None, datasets: list[str], shift: str | None, limit: int | None,
+            out: Path) -> str:
+    lines = []
+    for ds in datasets:
+        cases = _cases(ds, limit)
+        segs = {"flip": get_segmenter("flip", **({"model": model} if model else {})),
+                "ellipse": get_segmenter("ellipse"), "box": get_segmenter("box")}
+        d = out / ds / (shift or "tight")
+        res = evaluate_methods(cases, segs, dataset=ds, out_dir=d, box_shift=shift,
+                               progress=True, batch_size=64)
+        title = f"### {ds}: {'tight boxes' if not shift else f'box shift {shift} px (3 repeats)'}"
+        lines += [title, format_table(list(res["methods"].values()), METRICS)]
+        pc = {m: _per_case(d / m / "cases.csv") for m in segs}
+        common = sorted(set(pc["flip"]) & set(pc["ellipse"]))
+        lines.append("| flip vs ellipse | mean diff | t | p |\n|---|---|---|---|")
+        for m in METRICS:
+            t = paired_ttest([pc["flip"][c][m] for c in common], [pc["ellipse"][c][m] for c in common])
+            f = 100.0 if m in ("dice", "jaccard") else 1.0
+            lines.append(f"| {m} | {t['mean_diff'] * f:+.2f} | {t['t']:.2f} | {t['p']:.2g} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def speed(model: str | None, n: int, levels: list[int]) -> str:
+    from flipseg.methods.flip.infer import FlipModel, default_model_path
+
+    m = FlipModel.load(model or default_model_path(2))
+    cases = _cases("bus-bra", n)
+    ims = [c["image"] for c in cases]
+    bxs = [c["box"] for c in cases]
+    lines = ["| superpixels | images | batch | s/image (amortised) |", "|---|---|---|---|"]
+    for lv in levels:
+        t0 = time.perf_counter()
+        m.segment_many(ims, bxs, level=lv, batch_size=64)
+        dt = (time.perf_counter() - t0) / len(ims)
+        lines.append(f"| {lv} | {len(ims)} | 64 | {dt:.3f} |")
+    return "### speed (this machine)\n" + "\n".join(lines) + "\n"
+
+
+def training_time(run: Path) -> str:
+    log = run / "train_log.csv"
+    if not log.exists():
+        return ""
+    with open(log) as f:
+        rows = list(csv.DictReader(f))
+    rl = sum(float(r["seconds"]) for r in rows)
+    rep = run / "classifier" / "classifier_report.json"
+    clf = json.loads(rep.read_text()).get("train_seconds", float("nan")) if rep.exists() else float("nan")
+    lines = ["### training run " + str(run), "| epoch | level | val_dice | seconds |", "|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['epoch']} | {r['level']} | {float(r.get('val_dice', 'nan')):.4f} | "
+                     f"{float(r['seconds']):.0f} |")
+    lines.append(f"\nagents: {rl / 60:.1f} min; classifier: {clf / 60:.1f} min")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=None, help="run folder or model file (default: shipped)")
+    ap.add_argument("--datasets", default="bus-bra,busi")
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--shifts", default="0,0-10")
+    ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--speed-images", type=int, default=64)
+    ap.add_argument("--speed-levels", default="50,100,200,400,1000,2000")
+    ap.add_argument("--out", default="runs/bench_flip2d")
+    a = ap.parse_args(argv)
+    out = Path(a.out)
+    parts = []
+    for sh in a.shifts.split(","):
+        parts.append(quality(a.model, a.datasets.split(","), None if sh == "0" else sh, a.limit, out))
+        print(parts[-1], flush=True)
+    if not a.skip_speed:
+        parts.append(speed(a.model, a.speed_images, [int(v) for v in a.speed_levels.split(",")]))
+        print(parts[-1], flush=True)
+    if a.model and Path(a.model).is_dir():
+        parts.append(training_time(Path(a.model)))
+        print(parts[-1])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.md").write_text("\n".join(parts))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

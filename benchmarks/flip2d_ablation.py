@@ -1,0 +1,102 @@
+"""Flip Learning 2D ablations on BUS-BRA fold 5 at a reduced training budget.
+
+Every variant shares one classifier (trained once, copied into each run) and
+trains its agents on the first ``--train-boxes`` boxes of folds 1-4 for
+``--epochs`` epochs, then is scored on the first ``--test-boxes`` boxes of fold 5
+with paired t-tests against the full method. The budget is printed with the table.
+
+    python benchmarks/flip2d_ablation.py --classifier runs/flip_bb5/classifier
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from flipseg.data import load_dataset
+from flipseg.methods.flip.classifier import ClassifierConfig
+from flipseg.methods.flip.config import FlipConfig
+from flipseg.methods.flip.infer import FlipModel
+from flipseg.methods.flip.pipeline import train_flip
+from flipseg.metrics import paired_ttest, segmentation_metrics
+
+VARIANTS: dict[str, dict] = {
+    "ours": {},
+    "csr only": {"use_idr1": False, "use_idr2": False},
+    "no idr1": {"use_idr1": False},
+    "no idr2": {"use_idr2": False},
+    "no csr": {"use_csr": False},
+    "agents=1": {"agents": 1},
+    "agents=3": {"agents": 3},
+    "agents=4": {"agents": 4},
+    "mixed curriculum": {"curriculum": "mixed"},
+    "no curriculum (last level)": {"curriculum": "fixed"},
+    "index order": {"order": "index"},
+    "no standardisation": {"standard_short_side": 0},
+    "seeds": {"superpixel_method": "seeds"},
+    "lsc": {"superpixel_method": "lsc"},
+    "mixup eraser": {"eraser": "mixup"},
+    "joint reward": {"reward_attribution": "joint"},
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--classifier", required=True, help="trained classifier folder to share")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names")
+    ap.add_argument("--train-boxes", type=int, default=400)
+    ap.add_argument("--test-boxes", type=int, default=150)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--levels", default="50,100,200")
+    ap.add_argument("--out", default="runs/ablation")
+    a = ap.parse_args(argv)
+    train = [s for s in load_dataset("bus-bra", fold=5, part="train") if s["box"] is not None]
+    rng = np.random.default_rng(0)
+    train = [train[i] for i in rng.permutation(len(train))[: a.train_boxes]]
+    test = load_dataset("bus-bra", fold=5, part="test")[: a.test_boxes]
+    levels = tuple(int(v) for v in a.levels.split(","))
+    base = FlipConfig(epochs=a.epochs, levels=levels, num_envs=64)
+    ccfg_path = Path(a.classifier)
+    results: dict[str, dict[str, np.ndarray]] = {}
+    lines = [f"Budget: {len(train)} training boxes (folds 1-4), {a.epochs} epochs, levels {levels}; "
+             f"test: first {len(test)} boxes of fold 5.", "",
+             "| variant | Dice | JAC | HD | ASD | p Dice vs ours | p HD vs ours | train min |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name in a.variants.split(","):
+        cfg = base.with_overrides(**VARIANTS[name])
+        run = Path(a.out) / name.replace(" ", "_").replace("(", "").replace(")", "")
+        if not (run / "classifier" / "classifier.pt").exists():
+            shutil.copytree(ccfg_path, run / "classifier", dirs_exist_ok=True)
+        ccfg = ClassifierConfig(**json.loads((ccfg_path / "classifier_config.json").read_text()))
+        t0 = time.time()
+        train_flip(train, [], cfg, ccfg, run, progress=False)
+        minutes = (time.time() - t0) / 60
+        model = FlipModel.load(run)
+        res = model.segment_many([s["image"] for s in test], [s["box"] for s in test])
+        m = [segmentation_metrics(r.mask, s["mask"]) for r, s in zip(res, test)]
+        results[name] = {k: np.array([x[k] for x in m]) for k in ("dice", "jaccard", "hd", "asd")}
+        ref = results.get("ours")
+        r = results[name]
+        pd = paired_ttest(r["dice"], ref["dice"])["p"] if ref is not None and name != "ours" else float("nan")
+        ph = paired_ttest(r["hd"], ref["hd"])["p"] if ref is not None and name != "ours" else float("nan")
+        lines.append(
+            f"| {name} | {100 * r['dice'].mean():.2f}±{100 * r['dice'].std(ddof=1):.2f} | "
+            f"{100 * r['jaccard'].mean():.2f} | {r['hd'].mean():.2f} | {r['asd'].mean():.2f} | "
+            f"{pd:.2g} | {ph:.2g} | {minutes:.1f} |"
+        )
+        print(lines[-1], flush=True)
+    text = "\n".join(lines)
+    print(text)
+    Path(a.out).mkdir(parents=True, exist_ok=True)
+    (Path(a.out) / "report.md").write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
