@@ -13,6 +13,7 @@ run resumes from its last finished epoch), ``classifier_config.json`` and
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -36,6 +37,7 @@ __all__ = [
     "ClassifierConfig",
     "FlipClassifier",
     "evaluate_classifier",
+    "learning_rate",
     "load_classifier",
     "train_classifier",
 ]
@@ -45,7 +47,7 @@ CONFIG_FILE = "classifier_config.json"
 REPORT_FILE = "classifier_report.json"
 _FORMAT = "flipseg-classifier-1"
 # options that may change when a run is resumed
-_RESUMABLE = {"epochs", "num_workers", "device"}
+_RESUMABLE = {"epochs", "num_workers", "device"}  # a new `epochs` reshapes the rest of the schedule
 
 
 @dataclass
@@ -60,14 +62,20 @@ class ClassifierConfig:
     """Context around a box in its view, as a fraction of the box extent per side."""
     dims: int = 0
     """Spatial dimensions; 0 = taken from the training images."""
-    epochs: int = 20
-    """Training epochs; each draws fresh pseudo samples from every box."""
+    epochs: int = 12
+    """Training epochs; each draws fresh pseudo samples from every box (BUS-BRA, compact
+    net, CPU: about 10-30 s per epoch, ~0.94 held-out AUC after 12)."""
     batch_size: int = 128
     """Mini-batch size (paper: 128 for BUS)."""
     lr: float = 1e-3
     """AdamW learning rate (paper: 1e-3)."""
     weight_decay: float = 1e-4
     """AdamW weight decay."""
+    lr_schedule: str = "cosine"
+    """``cosine``: per-epoch cosine decay from ``lr`` to ``lr * lr_min_ratio`` over
+    ``epochs`` (epoch 1 always runs at ``lr``); ``constant``: ``lr`` throughout (paper)."""
+    lr_min_ratio: float = 0.05
+    """Final learning rate of the cosine schedule, relative to ``lr``."""
     positives: int = 2
     """Nodule samples per box per epoch."""
     negatives: int = 2
@@ -106,6 +114,7 @@ class ClassifierConfig:
             "margin": self.margin >= 0,
             "dims": self.dims in (0, 2, 3),
             "epochs": self.epochs >= 0,
+            "lr_schedule": self.lr_schedule in ("cosine", "constant"),
             "batch_size": self.batch_size >= 2,
             "positives": self.positives >= 0,
             "negatives": self.negatives >= 0,
@@ -229,6 +238,14 @@ def _box_view_checks(model: FlipClassifier, samples: Sequence[dict]) -> dict[str
     }
 
 
+def learning_rate(cfg: ClassifierConfig, epoch: int) -> float:
+    """Learning rate of 0-based ``epoch`` (a pure function: resuming needs no scheduler state)."""
+    if cfg.lr_schedule == "constant" or cfg.epochs <= 1:
+        return cfg.lr
+    t = epoch / (cfg.epochs - 1)
+    return cfg.lr * (cfg.lr_min_ratio + (1 - cfg.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
 def _check_resume(saved: dict[str, Any], cfg: ClassifierConfig, path: Path) -> None:
     now = cfg.to_dict()
     diff = sorted(k for k in now if k not in _RESUMABLE and saved.get(k) != now[k])
@@ -311,6 +328,9 @@ def train_classifier(
             num_workers=cfg.num_workers,
             generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch),
         )
+        lr = learning_rate(cfg, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
         network.train()
         total, correct, loss_sum = 0, 0, 0.0
         bar = tqdm(loader, desc=f"classifier {epoch + 1}/{cfg.epochs}", unit="batch",
@@ -330,6 +350,7 @@ def train_classifier(
             "epoch": epoch + 1,
             "train_loss": loss_sum / max(total, 1),
             "train_accuracy": correct / max(total, 1),
+            "lr": lr,
             "seconds": time.perf_counter() - t0,
         }
         if val_set is not None:

@@ -393,7 +393,7 @@ class PseudoSampleDataset(Dataset):
             # [1, *S, nd] sampling positions in (x, y[, z]) order; an elementwise product
             # instead of a matmul keeps this cheap on busy CPUs
             grid = (_base_grid(tuple(t.shape[1:]))[..., None, :] * theta).sum(-1)[None]
-            t = F.grid_sample(t[None], grid, mode="bilinear", padding_mode="border",
+            t = F.grid_sample(t[None], grid, mode="bilinear", padding_mode="reflection",
                               align_corners=False)[0]
         gamma = math.exp(rng.uniform(math.log(cfg.gamma_min), math.log(cfg.gamma_max)))
         return t.clamp(0.0, 1.0).pow(gamma)
