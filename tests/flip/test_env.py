@@ -77,8 +77,9 @@ def test_episode_geometry_and_agents():
         assert np.all(np.diff(ep.dist[lst]) >= 0)
 
 
-def test_erasing_everything_then_restoring():
-    cfg = FlipConfig(agents=2, traversals=2, stop_margin=0.0)
+@pytest.mark.parametrize("restores", [True, False])
+def test_erasing_everything_then_passing(restores):
+    cfg = FlipConfig(agents=2, traversals=2, stop_margin=0.0, pass_restores=restores)
     eps = _episodes(cfg)[:1]
     env = VecErasingEnv(eps, cfg, _scorer)
     L = int(env.agent_len.max())
@@ -90,7 +91,8 @@ def test_erasing_everything_then_restoring():
         peak = max(peak, env._erased_area_fraction()[0])
         t += 1
     assert peak > 0.95
-    assert env._erased_area_fraction()[0] == 0.0
+    # pass restores only with pass_restores; by default the erased region only grows
+    assert env._erased_area_fraction()[0] == (0.0 if restores else pytest.approx(1.0))
     assert t == 2 * L
 
 

@@ -42,6 +42,10 @@ class FlipConfig:
     """Number of agents K; each gets a sector of ~N/K superpixels."""
     traversals: int = 2
     """T: maximum number of traversals of each agent's superpixels."""
+    pass_restores: bool = False
+    """False (the paper): *pass* leaves a superpixel as it is, so the erased region only
+    grows. True: an action sets the state, so *pass* in a later traversal restores an
+    erased superpixel."""
     stop_margin: float = 0.01
     """S: an episode ends when the normal score exceeds 1 - S."""
     state_size: int = 32

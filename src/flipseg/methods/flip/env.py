@@ -11,8 +11,10 @@ Q-network inputs are built for all environments at once.
 The code is written for any number of spatial dimensions (2D images, 3D
 volumes); arrays are indexed ``[(z,) y, x]``.
 
-Action semantics: an action *sets* the superpixel's state, so in the second
-traversal *pass* on an erased superpixel restores it.
+Action semantics (paper): *erase* erases the current superpixel, *pass* leaves it
+as it is, so the erased region only grows and the second traversal can add
+superpixels passed the first time. With ``pass_restores`` an action instead
+*sets* the state, so *pass* on an erased superpixel restores it.
 """
 
 from __future__ import annotations
@@ -405,8 +407,10 @@ class VecErasingEnv:
         active = self.active()
         sp = self._current_sp()
         rows = np.arange(E)[:, None]
-        new_val = np.asarray(actions).astype(bool)
         old_val = self.erased[rows, sp]
+        new_val = np.asarray(actions).astype(bool)
+        if not self.cfg.pass_restores:
+            new_val = new_val | old_val
         changed = active & (new_val != old_val)
         prev = self.erased
         joint = prev.copy()
