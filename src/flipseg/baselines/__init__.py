@@ -39,3 +39,5 @@ def register_baseline(name: str, *, dims: tuple[int, ...] = (2,)) -> Callable[[B
 
 # Submodules register themselves on import (added by their authors):
 from flipseg.baselines import shapes  # noqa: E402,F401
+
+from flipseg.baselines import cam  # noqa: E402,F401  # isort: skip
