@@ -70,6 +70,10 @@ class FlipConfig:
     """Foreground intensity-distribution reward, eq. (2)."""
     use_idr2: bool = True
     """Foreground/background separation reward, eqs. (3)-(5)."""
+    idr1_reference: str = "step"
+    """IDR1 compares FG_{t-1} with ``cumulative``: FG_t (eq. (2) as printed) or ``step``:
+    the region erased at this step alone (penalises a superpixel unlike the foreground
+    however large the foreground already is)."""
     theta: float = 25.0
     """IDR1 threshold on the Wasserstein-1 distance (0-255 intensity scale)."""
     reward_attribution: str = "per_agent"
@@ -163,6 +167,7 @@ class FlipConfig:
             "order": self.order in ("inner", "index"),
             "curriculum": self.curriculum in ("progressive", "mixed", "fixed"),
             "reward_attribution": self.reward_attribution in ("per_agent", "joint"),
+            "idr1_reference": self.idr1_reference in ("cumulative", "step"),
             "levels": len(self.levels) >= 1 and all(v >= 2 for v in self.levels),
             "frames": self.frames >= 1,
         }

@@ -444,10 +444,14 @@ class VecErasingEnv:
         bg_prev = self.box_hist - fg_prev
         if cfg.reward_attribution == "joint":
             fg_now = np.einsum("en,enb->eb", joint.astype(np.float32), self.hists)
+            step_region = None
+            if cfg.idr1_reference == "step":
+                diff = (joint != prev).astype(np.float32)
+                step_region = np.einsum("en,enb->eb", diff, self.hists)
             r = total_reward(
                 self.score, new_score, fg_prev, bg_prev, fg_now, self.box_hist - fg_now,
                 theta=cfg.theta, use_csr=cfg.use_csr, use_idr1=cfg.use_idr1,
-                use_idr2=cfg.use_idr2,
+                use_idr2=cfg.use_idr2, step_region=step_region,
             )
             any_change = changed.any(1)
             r = np.where(any_change, r, 0.0)
@@ -469,6 +473,7 @@ class VecErasingEnv:
         r = total_reward(
             self.score[:, None], score_k, fg_prev[:, None], bg_prev[:, None], fg_k, bg_k,
             theta=cfg.theta, use_csr=cfg.use_csr, use_idr1=cfg.use_idr1, use_idr2=cfg.use_idr2,
+            step_region=sp_hist if cfg.idr1_reference == "step" else None,
         )
         return np.where(changed, r, 0.0).astype(np.float32)
 

@@ -105,16 +105,20 @@ def total_reward(
     use_csr: bool = True,
     use_idr1: bool = True,
     use_idr2: bool = True,
+    step_region: np.ndarray | None = None,
 ) -> np.ndarray:
     """R = CSR + IDR1 + IDR2 with each term switchable (ablation).
 
     ``score_*`` have shape (...), histograms (..., 256); returns shape (...).
+    ``step_region``: if given, IDR1 compares FG_{t-1} with the region erased at
+    this step (its histogram) instead of with FG_t (the ``idr1_reference="step"``
+    option); otherwise eq. (2) as printed.
     """
     r = np.zeros(np.broadcast(np.asarray(score_prev), np.asarray(score_now)).shape)
     if use_csr:
         r = r + csr(score_prev, score_now)
     if use_idr1:
-        r = r + idr1(fg_prev, fg_now, theta)
+        r = r + idr1(fg_prev, fg_now if step_region is None else step_region, theta)
     if use_idr2:
         r = r + idr2(fg_prev, bg_prev, fg_now, bg_now)
     return r
