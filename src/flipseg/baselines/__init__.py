@@ -41,3 +41,4 @@ def register_baseline(name: str, *, dims: tuple[int, ...] = (2,)) -> Callable[[B
 from flipseg.baselines import shapes  # noqa: E402,F401
 
 from flipseg.baselines import cam  # noqa: E402,F401  # isort: skip
+from flipseg.baselines import contours, grabcut, regiongrow, saliency, walker  # noqa: E402,F401
