@@ -22,9 +22,11 @@ from flipseg.errors import FlipsegError
 from flipseg.io_utils import atomic_write_text
 from flipseg.methods.flip.classifier import ClassifierConfig, train_classifier
 from flipseg.methods.flip.config import FlipConfig
+from flipseg.methods.flip.curriculum import level_for_epoch
 from flipseg.methods.flip.eraser import choose_eraser_sources
 from flipseg.methods.flip.infer import FlipModel, make_scorer
 from flipseg.methods.flip.train import MODEL_FILE, BoxCase, FlipTrainer
+from flipseg.metrics import compute_dice
 
 __all__ = ["train_flip", "train_flip_cli", "parse_overrides", "box_cases"]
 
@@ -81,13 +83,9 @@ def train_flip(
         if not with_mask:
             return {}
         model = FlipModel(cfg, trainer.agent.q_network.state_dict(), trainer.classifier_state)
-        lv = cfg.levels[min(epoch // max(1, cfg.epochs_per_level or
-                                         int(np.ceil(cfg.epochs / len(cfg.levels)))),
-                            len(cfg.levels) - 1)]
+        lv = cfg.levels[level_for_epoch(cfg, epoch)]
         res = model.segment_many([c.image for c in with_mask], [c.box for c in with_mask],
                                  level=lv)
-        from flipseg.metrics import compute_dice
-
         d = [compute_dice(r.mask, c.mask) for r, c in zip(res, with_mask)]
         return {"val_dice": float(np.mean(d))}
 
