@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 import flipseg.data as fd
+from flipseg.boxes import Box
 from flipseg.data import DATASETS, default_data_root, load_dataset
 from flipseg.errors import FlipsegError
 
@@ -12,7 +13,8 @@ DATA = Path(__file__).parents[2].parent / "shared" / "data"
 
 
 def test_names():
-    assert DATASETS.names() == ["bus-bra", "busi", "folder", "phantom2d", "samples", "stu"]
+    assert DATASETS.names() == ["bus-bra", "busi", "folder", "phantom2d", "phantom3d", "samples",
+                              "stu"]
     for name in fd.__all__:
         assert hasattr(fd, name)
 
@@ -21,6 +23,20 @@ def test_samples_and_phantoms():
     assert len(load_dataset("samples")) == 10
     ph = load_dataset("phantom2d", n=3, seed=2, shape=(64, 64))
     assert [s["image"].shape for s in ph] == [(64, 64)] * 3
+
+
+def test_phantom3d_one_sample_per_lesion():
+    ph = load_dataset("phantom3d", n=2, seed=1, shape=(20, 40, 40))
+    volumes = {s["patient_id"] for s in ph}
+    assert volumes == {"phantom3d-1-0", "phantom3d-1-1"}
+    for s in ph:
+        assert s["image"].shape == s["mask"].shape == (20, 40, 40)
+        assert s["spacing"] == (2.0, 0.5, 0.5)
+        assert s["box"] == Box.from_mask(s["mask"]) and s["box"].ndim == 3
+        assert s["case_id"].startswith(s["patient_id"] + "#")
+    first = [s for s in ph if s["patient_id"] == "phantom3d-1-0"]
+    assert all(s["image"] is first[0]["image"] for s in first)  # one shared volume
+    assert not (first[0]["mask"] & first[-1]["mask"]).any() or len(first) == 1
 
 
 def test_errors():

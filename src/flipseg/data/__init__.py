@@ -9,6 +9,7 @@
 ``stu``        STU-Hospital ``Test_Image_N`` / ``mask_N`` (:func:`load_stu`)
 ``samples``    the ten BUS-BRA images shipped with flipseg
 ``phantom2d``  synthetic 2D phantoms (``n=20, seed=0`` by default)
+``phantom3d``  synthetic 3D volumes, one sample per lesion (``n=12, seed=0``)
 =============  ==============================================================
 """
 
@@ -24,7 +25,12 @@ from flipseg.data.busi import load_busi
 from flipseg.data.embedded import load_embedded
 from flipseg.data.folder import load_folder, load_manifest
 from flipseg.data.io import read_image, read_mask, write_png
-from flipseg.data.phantoms import make_phantom_2d, make_phantom_3d, phantom_dataset_2d
+from flipseg.data.phantoms import (
+    make_phantom_2d,
+    make_phantom_3d,
+    phantom_dataset_2d,
+    phantom_dataset_3d,
+)
 from flipseg.data.sample import LABELS, make_sample, try_case
 from flipseg.data.splits import near_duplicate_groups, split_by_patient
 from flipseg.data.stu import load_stu
@@ -48,6 +54,7 @@ __all__ = [
     "make_sample",
     "near_duplicate_groups",
     "phantom_dataset_2d",
+    "phantom_dataset_3d",
     "read_image",
     "read_mask",
     "read_volume",
@@ -176,6 +183,14 @@ def _load_phantom2d(root, *, fold=None, part="all", errors=None, n=20, seed=0, *
     return phantom_dataset_2d(n, seed, **opts)
 
 
+@DATASETS.register("phantom3d")
+def _load_phantom3d(root, *, fold=None, part="all", errors=None, n=12, seed=0, **opts):
+    _no_folds("phantom3d", fold, part)
+    _no_root("phantom3d", root)
+    _check_opts("phantom3d", make_phantom_3d, opts, extra=("n", "seed"))
+    return phantom_dataset_3d(n, seed, **opts)
+
+
 def load_dataset(
     name: str,
     root: str | Path | None = None,
@@ -191,8 +206,8 @@ def load_dataset(
     ----------
     name : one of ``DATASETS.names()`` (case-insensitive).
     root : dataset folder; None uses :func:`default_data_root` for ``busi``
-        and ``bus-bra``; ``folder`` and ``stu`` need one; ``samples`` and
-        ``phantom2d`` take none.
+        and ``bus-bra``; ``folder`` and ``stu`` need one; ``samples``,
+        ``phantom2d`` and ``phantom3d`` take none.
     fold, part : official fold and part (``"all"``, ``"train"``, ``"val"``,
         ``"test"``); only BUS-BRA has folds, other datasets need
         ``part="all"``.

@@ -35,7 +35,13 @@ from flipseg.boxes import Box
 from flipseg.data.sample import make_sample
 from flipseg.errors import FlipsegError
 
-__all__ = ["LESION_SHAPES", "make_phantom_2d", "make_phantom_3d", "phantom_dataset_2d"]
+__all__ = [
+    "LESION_SHAPES",
+    "make_phantom_2d",
+    "make_phantom_3d",
+    "phantom_dataset_2d",
+    "phantom_dataset_3d",
+]
 
 LESION_SHAPES = ("ellipse", "lobulated", "irregular")
 POSTERIOR = ("shadow", "enhancement", "none")
@@ -450,3 +456,32 @@ def phantom_dataset_2d(n: int, seed: int = 0, **opts: Any) -> list[dict[str, Any
         make_phantom_2d(np.random.default_rng(child), case_id=f"phantom2d-{seed}-{i}", **opts)
         for i, child in enumerate(children)
     ]
+
+
+def phantom_dataset_3d(n: int, seed: int = 0, **opts: Any) -> list[dict[str, Any]]:
+    """``n`` independent 3D phantom volumes, one sample per lesion.
+
+    Volume ``i`` gets its own child of ``SeedSequence(seed)`` (so the first
+    ``k`` volumes are the same whatever ``n`` is). Its lesions become samples
+    ``phantom3d-<seed>-<i>#<k>`` (``k`` from 1) that share the volume's
+    ``image`` array and ``spacing``; each has its own lesion ``mask``, tight
+    3D ``box`` and ``label``, and ``patient_id`` ``phantom3d-<seed>-<i>`` so
+    patient-level splits keep a volume's lesions together. ``opts`` go to
+    :func:`make_phantom_3d`.
+    """
+    if int(n) < 0:
+        raise FlipsegError(f"number of phantoms {n} must be >= 0")
+    children = np.random.SeedSequence(int(seed)).spawn(int(n))
+    out: list[dict[str, Any]] = []
+    for i, child in enumerate(children):
+        vid = f"phantom3d-{seed}-{i}"
+        vol = make_phantom_3d(np.random.default_rng(child), case_id=vid, **opts)
+        for k, (m, box, label, kind) in enumerate(zip(
+            vol["lesion_masks"], vol["boxes"], vol["lesion_labels"], vol["lesion_shapes"],
+            strict=True,
+        ), start=1):
+            out.append(make_sample(
+                vol["image"], mask=m, box=box, label=label, spacing=vol["spacing"],
+                case_id=f"{vid}#{k}", patient_id=vid, lesion_index=k, lesion_shape=kind,
+            ))
+    return out
