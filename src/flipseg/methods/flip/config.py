@@ -9,11 +9,31 @@ from typing import Any
 
 from flipseg.errors import FlipsegError
 
-__all__ = ["FlipConfig", "PAPER_2D_LEVELS", "PAPER_3D_LEVELS"]
+__all__ = ["FlipConfig", "PAPER_2D_LEVELS", "PAPER_3D_LEVELS", "CPU_3D_PRESET", "default_config"]
 
 #: The paper's curricula (number of superpixels/supervoxels per level).
 PAPER_2D_LEVELS = (100, 1000, 2000)
 PAPER_3D_LEVELS = (100, 1000, 2000, 5000, 10000)
+
+
+#: What ``flipseg train flip --dims 3`` changes from the (2D) defaults: the CPU preset
+#: for volumes. Supervoxels in a box standardised to a 24-voxel shortest side (64 at
+#: most), counts scaled to the box (a 24^3-voxel box gets 50, 100, 200; the paper's
+#: five-level curriculum is ``levels=PAPER_3D_LEVELS`` with ``level_reference_edge=64``),
+#: 4 agents, 16^3 state crops, a 32^3 classifier input, a 2000-transition replay (paper).
+CPU_3D_PRESET: dict[str, Any] = {
+    "dims": 3,
+    "standard_short_side": 24,
+    "max_long_side": 64,
+    "agents": 4,
+    "state_size": 16,
+    "classifier_size": 32,
+    "levels": (50, 100, 200),
+    "scale_levels_to_box": True,
+    "level_reference_edge": 24,
+    "replay_size": 2000,
+    "num_envs": 16,
+}
 
 
 @dataclass
@@ -58,8 +78,9 @@ class FlipConfig:
     position_channel: bool = True
     """Add a channel marking the current superpixel inside the crop (our addition)."""
     aux_features: bool = True
-    """Feed scalar context (distance to centre, relative intensity, normal score,
-    erased flag, traversal) to the heads (our addition; switch off for the paper's state)."""
+    """Feed scalar context (distance to the centre, elliptical radius in the box, intensity
+    relative to the box and to the margin around it, normal score, erased flag, traversal)
+    to the heads (our addition; switch off for the paper's state)."""
     classifier_size: int = 64
     """Input side of the classifier (must match the trained classifier)."""
 
@@ -92,7 +113,11 @@ class FlipConfig:
     inference_level: int = -1
     """Index into ``levels`` used at inference (default: the last)."""
     scale_levels_to_box: bool = False
-    """Scale the superpixel count with the box size (3D, relative to a 64^3 box)."""
+    """Scale the superpixel count with the box size (pixels/voxels of the original box
+    relative to a box of edge ``level_reference_edge``; at least 8)."""
+    level_reference_edge: int = 64
+    """Edge of the reference box at which ``levels`` apply unchanged when
+    ``scale_levels_to_box`` is on (64: a 64^3-voxel box gets exactly ``levels``)."""
 
     # ---- learning
     q_network: str = "compact"
@@ -170,6 +195,7 @@ class FlipConfig:
             "idr1_reference": self.idr1_reference in ("cumulative", "step"),
             "levels": len(self.levels) >= 1 and all(v >= 2 for v in self.levels),
             "frames": self.frames >= 1,
+            "level_reference_edge": self.level_reference_edge >= 1,
         }
         for name, ok in checks.items():
             if not ok:
@@ -202,3 +228,12 @@ class FlipConfig:
         d = self.to_dict()
         d.update(kw)
         return FlipConfig.from_dict(d)
+
+
+def default_config(dims: int = 2) -> FlipConfig:
+    """The CPU preset for ``dims`` (2: the dataclass defaults; 3: :data:`CPU_3D_PRESET`)."""
+    if dims == 2:
+        return FlipConfig()
+    if dims == 3:
+        return FlipConfig(**CPU_3D_PRESET)
+    raise FlipsegError(f"Flip Learning works on 2D or 3D images, got dims={dims!r}")

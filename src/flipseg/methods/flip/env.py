@@ -35,7 +35,7 @@ from flipseg.superpixels import superpixels
 __all__ = ["Episode", "prepare_episode", "VecErasingEnv", "N_AUX", "postprocess_mask"]
 
 #: Number of scalar features per agent when ``aux_features`` is on.
-N_AUX = 5
+N_AUX = 7
 
 Scorer = Callable[[torch.Tensor], torch.Tensor]
 
@@ -57,6 +57,8 @@ class Episode:
     areas: np.ndarray  # (N,) pixels per superpixel (canvas)
     dist: np.ndarray  # (N,) centroid distance to box centre / box half-diagonal
     mean_rel: np.ndarray  # (N,) (superpixel mean - box mean) / 64
+    radius: np.ndarray  # (N,) centroid's normalised elliptical radius (1 = inscribed ellipse)
+    ring_rel: np.ndarray  # (N,) (superpixel mean - mean of the margin around the box) / 64
     agent_lists: list[np.ndarray]  # K arrays of superpixel ids in visiting order
     state_orig: np.ndarray  # state canvas (uint8-range float32)
     state_filled: np.ndarray
@@ -148,6 +150,11 @@ def prepare_episode(
     dist = np.linalg.norm(cent - center, axis=1) / half_diag
     means = np.bincount(inner.ravel(), weights=orig[bsl].ravel(), minlength=n) / areas
     mean_rel = (means - orig[bsl].mean()) / 64.0
+    half = np.maximum(np.array(inner.shape, float) / 2.0, 0.5)
+    radius = np.sqrt((((cent - center) / half) ** 2).sum(1))
+    ring = labels < 0
+    ring_mean = orig[ring].mean() if ring.any() else orig[bsl].mean()
+    ring_rel = (means - ring_mean) / 64.0
     sector = _sectors(cent, center, cfg.agents)
     lists = []
     for k in range(cfg.agents):
@@ -186,6 +193,8 @@ def prepare_episode(
         areas=areas,
         dist=dist,
         mean_rel=mean_rel,
+        radius=radius,
+        ring_rel=ring_rel,
         agent_lists=lists,
         state_orig=state_orig,
         state_filled=state_filled,
@@ -270,6 +279,8 @@ class VecErasingEnv:
         self.hists = np.zeros((E, nmax + 1, 256), np.float32)
         self.dist = np.zeros((E, nmax + 1), np.float32)
         self.mean_rel = np.zeros((E, nmax + 1), np.float32)
+        self.radius = np.zeros((E, nmax + 1), np.float32)
+        self.ring_rel = np.zeros((E, nmax + 1), np.float32)
         self.areas = np.zeros((E, nmax + 1), np.float64)
         self.cent = np.zeros((E, nmax + 1, self.nd), np.int64)
         lmax = max(len(lst) for ep in self.episodes for lst in ep.agent_lists)
@@ -281,6 +292,8 @@ class VecErasingEnv:
             self.hists[e, :n] = ep.hists
             self.dist[e, :n] = ep.dist
             self.mean_rel[e, :n] = ep.mean_rel
+            self.radius[e, :n] = ep.radius
+            self.ring_rel[e, :n] = ep.ring_rel
             self.areas[e, :n] = ep.areas
             self.cent[e, :n] = ep.state_centroids + self.pad
             for k, lst in enumerate(ep.agent_lists):
@@ -389,7 +402,9 @@ class VecErasingEnv:
         aux = np.stack(
             [
                 self.dist[rows, sp],
+                self.radius[rows, sp],
                 self.mean_rel[rows, sp],
+                self.ring_rel[rows, sp],
                 np.repeat(self.score[:, None], self.K, 1),
                 self.erased[rows, sp].astype(np.float32),
                 trav.astype(np.float32),
