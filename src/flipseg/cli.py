@@ -21,13 +21,16 @@ EXIT_SKIPPED_CASES = 3
 
 
 def _add_data_args(p: argparse.ArgumentParser, *, default: str | None = None) -> None:
-    p.add_argument("--dataset", default=default, help="busi, bus-bra, folder, stu, samples, phantom2d")
+    p.add_argument("--dataset", default=default,
+                   help="busi, bus-bra, folder, stu, samples, phantom2d, phantom3d")
     p.add_argument("--data-root", default=None, help="dataset folder (default: ../shared/data/...)")
     p.add_argument("--fold", type=int, default=None, help="BUS-BRA official fold used as test")
     p.add_argument("--split", "--part", dest="part", default=None,
                    help="which part of the dataset: all, train, test, val (default: test when a "
                         "fold is given, else all)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N cases")
+    p.add_argument("--data-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="dataset option, e.g. --data-opt n=4 --data-opt shape=24,48,48 (phantoms)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = tsub.add_parser("flip", help="Flip Learning from boxes only")
     _add_data_args(t, default="bus-bra")
     t.add_argument("--out", required=True, help="run folder (re-run the command to resume)")
+    t.add_argument("--dims", type=int, choices=(2, 3), default=None,
+                   help="2 (BUS images) or 3 (ABUS volumes, with the 3D CPU preset); default: "
+                        "that of the dataset")
     t.add_argument("--config", default=None, help="JSON file of FlipConfig fields")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one FlipConfig field, e.g. --set agents=2 --set levels=100,200")

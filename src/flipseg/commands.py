@@ -13,7 +13,7 @@ import numpy as np
 from flipseg.errors import FlipsegError
 from flipseg.io_utils import atomic_write_text
 
-__all__ = ["run_demo", "run_evaluate", "run_segment", "run_train", "load_cases"]
+__all__ = ["run_demo", "run_evaluate", "run_segment", "run_train", "load_cases", "parse_data_opts"]
 
 
 def _load_methods() -> None:
@@ -31,9 +31,11 @@ def load_cases(args: argparse.Namespace) -> tuple[list[dict], list[tuple[str, st
 
     name = args.dataset
     if name is None:
-        raise FlipsegError("give --dataset (busi, bus-bra, folder, stu, samples, phantom2d)")
+        raise FlipsegError(
+            "give --dataset (busi, bus-bra, folder, stu, samples, phantom2d, phantom3d)"
+        )
     part = args.part or ("test" if args.fold is not None else "all")
-    opts: dict[str, Any] = {}
+    opts: dict[str, Any] = parse_data_opts(getattr(args, "data_opt", None) or [])
     if args.fold is not None:
         opts["fold"] = args.fold
     errors: list[tuple[str, str]] = []
@@ -45,8 +47,34 @@ def load_cases(args: argparse.Namespace) -> tuple[list[dict], list[tuple[str, st
     return samples, errors, name
 
 
+def _opt_value(text: str) -> Any:
+    """``"3"`` -> 3, ``"0.5"`` -> 0.5, ``"24,48,48"`` -> (24, 48, 48), ``"true"`` -> True."""
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if "," in text:
+        return tuple(_opt_value(t) for t in text.split(","))
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_data_opts(items: list[str]) -> dict[str, Any]:
+    """``["n=4", "shape=24,48,48"]`` -> ``{"n": 4, "shape": (24, 48, 48)}``."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise FlipsegError(f"--data-opt {item!r} must look like KEY=VALUE")
+        key, val = item.split("=", 1)
+        out[key.strip().replace("-", "_")] = _opt_value(val)
+    return out
+
+
 def _method_opts(name: str, model: str | None) -> dict[str, Any]:
-    return {"model": model} if (model and name == "flip") else {}
+    return {"model": model} if (model and name in ("flip", "flip2d-slices")) else {}
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -111,64 +139,120 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_segment(args: argparse.Namespace) -> int:
-    """One image + box, or a whole dataset, written as mask/overlay/flipped/curve files."""
-    from flipseg.boxes import Box
-    from flipseg.viz import overlay, plot_erase_curve, save_png
+def _volume_meta(case: dict[str, Any]) -> dict[str, Any]:
+    """Geometry for writing a 3D result: the file's own, else an affine from the spacing."""
+    if case.get("volume_meta") is not None:
+        return case["volume_meta"]
+    sz, sy, sx = (float(v) for v in case.get("spacing") or (1.0, 1.0, 1.0))
+    return {"format": None, "affine": np.diag([sx, sy, sz, 1.0]),
+            "shape": tuple(case["image"].shape)}
 
+
+def _write_curve(out: Path, cid: str, curves: dict[str, np.ndarray]) -> None:
+    from flipseg.viz import plot_erase_curve
+
+    plot_erase_curve(out / f"{cid}_curve.png", curves, title=cid)
+    keys = ("step", "erased_area", "normal_score", "dice")
+    rows = np.column_stack([curves[k] for k in keys])
+    atomic_write_text(
+        out / f"{cid}_curve.csv",
+        ",".join(keys) + "\n" + "\n".join(",".join(f"{v:.6g}" for v in row) for row in rows)
+        + "\n",
+    )
+
+
+def _write_result(out: Path, case: dict[str, Any], mask: np.ndarray,
+                  flipped: np.ndarray | None = None) -> None:
+    """Mask (+ flipped image) and overlays of one case: PNGs in 2D, NIfTI + 3 planes in 3D."""
+    from flipseg.viz import overlay, plane_overlays, save_png
+
+    cid = case["case_id"]
+    if mask.ndim == 2:
+        save_png(out / f"{cid}_mask.png", mask)
+        save_png(out / f"{cid}_overlay.png",
+                 overlay(case["image"], mask, gt=case.get("mask"), box=case["box"]))
+        if flipped is not None:
+            save_png(out / f"{cid}_flipped.png", flipped)
+        return
+    from flipseg.data.volumes import write_volume
+
+    meta = _volume_meta(case)
+    write_volume(out / f"{cid}_mask.nii.gz", mask, meta)
+    if flipped is not None:
+        write_volume(out / f"{cid}_flipped.nii.gz", flipped.astype(np.float32), meta)
+    pics = plane_overlays(case["image"], mask, gt=case.get("mask"), box=case["box"],
+                          spacing=case.get("spacing"))
+    for plane, rgb in pics.items():
+        save_png(out / f"{cid}_overlay_{plane}.png", rgb)
+
+
+def _read_one_case(args: argparse.Namespace) -> dict[str, Any]:
+    """``--image`` (+ ``--mask``) and ``--box`` as one case (2D image or volume)."""
+    from flipseg.boxes import Box
+    from flipseg.data.folder import read_any_image, read_any_mask
+    from flipseg.data.volumes import is_volume_path, volume_stem
+
+    if not args.box:
+        raise FlipsegError("--image needs --box x0,y0,x1,y1 (2D) or x0,y0,x1,y1,z0,z1 (3D)")
+    image, spacing, meta = read_any_image(args.image)
+    box = Box.parse(args.box).validate(image.shape)
+    gt = read_any_mask([args.mask], image.shape) if args.mask else None
+    stem = volume_stem(args.image) if is_volume_path(args.image) else Path(args.image).stem
+    case = {"case_id": stem, "image": image, "box": box, "mask": gt,
+            "spacing": spacing or (1.0,) * image.ndim}
+    if meta is not None:
+        case["volume_meta"] = meta
+    return case
+
+
+def run_segment(args: argparse.Namespace) -> int:
+    """One image + box, or a whole dataset, written as mask/overlay/flipped/curve files.
+
+    2D: ``<case>_mask.png``, ``_overlay.png`` (+ flip: ``_flipped.png``). 3D:
+    ``<case>_mask.nii.gz`` with the geometry of the input volume, overlays of
+    the three planes through the box centre ``_overlay_{axial,coronal,sagittal}.png``
+    (+ flip: ``_flipped.nii.gz``). Flip also writes the erase curve
+    ``_curve.png`` and ``_curve.csv``.
+    """
     _load_methods()
     out = Path(args.out)
     if args.image:
-        if not args.box:
-            raise FlipsegError("--image needs --box x0,y0,x1,y1")
-        from flipseg.data.io import read_image, read_mask
-
-        image = read_image(args.image)
-        box = Box.parse(args.box).validate(image.shape)
-        gt = read_mask(args.mask, shape=image.shape) if args.mask else None
-        cases = [{"case_id": Path(args.image).stem, "image": image, "box": box, "mask": gt}]
+        cases = [_read_one_case(args)]
     elif args.dataset:
         cases, errors, _ = load_cases(args)
         for err in errors:
             print(f"skipped case {err[0]}: {err[1]}")
         cases = [c for c in cases if c.get("box") is not None]
+        if not cases:
+            raise FlipsegError(f"dataset {args.dataset!r} has no case with a box")
     else:
         raise FlipsegError("give --image IMG --box x0,y0,x1,y1, or --dataset NAME")
+    dims = {np.ndim(c["image"]) for c in cases}
+    if len(dims) != 1:
+        raise FlipsegError(f"cases mix 2D and 3D images ({sorted(dims)}D); segment them apart")
     rows = []
     if args.method == "flip":
         from flipseg.methods.flip.infer import FlipSegmenter
 
-        seg = FlipSegmenter(model=args.model)
+        seg = FlipSegmenter(model=args.model, dims=dims.pop())
         results = seg.model.segment_many(
             [c["image"] for c in cases], [c["box"] for c in cases],
             gt_masks=[c.get("mask") for c in cases], progress=True, seed=args.seed,
         )
         for c, r in zip(cases, results):
-            cid = c["case_id"]
-            save_png(out / f"{cid}_mask.png", r.mask)
-            save_png(out / f"{cid}_overlay.png", overlay(c["image"], r.mask, gt=c.get("mask"),
-                                                          box=c["box"]))
-            save_png(out / f"{cid}_flipped.png", r.flipped)
-            plot_erase_curve(out / f"{cid}_curve.png", r.curves, title=cid)
-            curve_rows = np.column_stack([r.curves[k] for k in
-                                          ("step", "erased_area", "normal_score", "dice")])
-            atomic_write_text(
-                out / f"{cid}_curve.csv",
-                "step,erased_area,normal_score,dice\n"
-                + "\n".join(",".join(f"{v:.6g}" for v in row) for row in curve_rows) + "\n",
-            )
-            rows.append({"case_id": cid, "box": str(c["box"]), "eraser": r.eraser,
+            _write_result(out, c, r.mask, r.flipped)
+            _write_curve(out, c["case_id"], r.curves)
+            rows.append({"case_id": c["case_id"], "box": str(c["box"]), "eraser": r.eraser,
                          "initial_score": r.initial_score, "final_score": r.final_score,
                          "steps": int(r.curves["step"][-1])})
     else:
         from flipseg.segmenters import get_segmenter
 
-        seg = get_segmenter(args.method)
-        preds = seg.segment_many([c["image"] for c in cases], [c["box"] for c in cases])
+        seg = get_segmenter(args.method, **_method_opts(args.method, args.model))
+        preds = seg.segment_many([c["image"] for c in cases], [c["box"] for c in cases],
+                                 seed=args.seed)
         for c, m in zip(cases, preds):
-            save_png(out / f"{c['case_id']}_mask.png", m)
-            save_png(out / f"{c['case_id']}_overlay.png",
-                     overlay(c["image"], m, gt=c.get("mask"), box=c["box"]))
+            _write_result(out, c, np.asarray(m, bool))
             rows.append({"case_id": c["case_id"], "box": str(c["box"])})
     atomic_write_text(out / "segment.json", json.dumps(rows, indent=2))
     print(f"wrote {len(rows)} segmentation(s) to {out}")

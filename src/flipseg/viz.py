@@ -11,7 +11,18 @@ import numpy as np
 from flipseg.boxes import Box
 from flipseg.io_utils import atomic_save
 
-__all__ = ["to_uint8", "overlay", "save_png", "plot_erase_curve", "mid_slices"]
+__all__ = [
+    "to_uint8",
+    "overlay",
+    "save_png",
+    "plot_erase_curve",
+    "mid_slices",
+    "PLANES",
+    "plane_overlays",
+]
+
+#: Names of the three planes of :func:`mid_slices`, in its order.
+PLANES = ("axial", "coronal", "sagittal")
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
@@ -104,3 +115,56 @@ def mid_slices(volume: np.ndarray, center: Sequence[int] | None = None) -> list[
     """Axial, coronal and sagittal slices of a (D, H, W) volume through ``center``."""
     c = [s // 2 for s in volume.shape] if center is None else [int(v) for v in center]
     return [volume[c[0]], volume[:, c[1]], volume[:, :, c[2]]]
+
+
+def _plane_box(box: Box, plane: int) -> Box:
+    """The 2D box a 3D box leaves in plane 0 (y, x), 1 (z, x) or 2 (z, y)."""
+    if plane == 0:
+        return Box(box.x0, box.y0, box.x1, box.y1)
+    if plane == 1:
+        return Box(box.x0, box.z0, box.x1, box.z1)
+    return Box(box.y0, box.z0, box.y1, box.z1)
+
+
+def _stretch_rows(array: np.ndarray, factor: float) -> np.ndarray:
+    """Repeat rows (nearest) so that a slab of anisotropic voxels looks right."""
+    if factor <= 1.0:
+        return array
+    idx = np.minimum((np.arange(int(round(array.shape[0] * factor))) / factor).astype(int),
+                     array.shape[0] - 1)
+    return array[idx]
+
+
+def plane_overlays(
+    volume: np.ndarray,
+    mask: np.ndarray | None = None,
+    *,
+    gt: np.ndarray | None = None,
+    box: Box | None = None,
+    spacing: Sequence[float] | None = None,
+) -> dict[str, np.ndarray]:
+    """Overlays (:func:`overlay`) of the axial, coronal and sagittal slices of a
+    (D, H, W) volume through the box centre (the volume centre without a box).
+
+    With ``spacing`` (z, y, x) the coronal and sagittal pictures repeat slices
+    so that thick slices are not squashed. Returns ``{plane name: RGB uint8}``.
+    """
+    center = None if box is None else [int((lo + hi - 1) // 2) for lo, hi in zip(box.lo, box.hi)]
+    vols = [mid_slices(np.asarray(volume), center)]
+    for m in (mask, gt):
+        vols.append(mid_slices(np.asarray(m, bool), center) if m is not None else [None] * 3)
+    zf = 1.0
+    if spacing is not None:
+        zf = float(spacing[0]) / float(min(spacing[1:]))
+    out = {}
+    for p, name in enumerate(PLANES):
+        img, m, g = vols[0][p], vols[1][p], vols[2][p]
+        b = _plane_box(box, p) if box is not None else None
+        if p > 0 and zf > 1.0:
+            img = _stretch_rows(img, zf)
+            m = _stretch_rows(m, zf) if m is not None else None
+            g = _stretch_rows(g, zf) if g is not None else None
+            if b is not None:
+                b = Box(b.x0, int(round(b.y0 * zf)), b.x1, int(round(b.y1 * zf)))
+        out[name] = overlay(img, m, gt=g, box=b)
+    return out

@@ -467,7 +467,8 @@ def phantom_dataset_3d(n: int, seed: int = 0, **opts: Any) -> list[dict[str, Any
     ``image`` array and ``spacing``; each has its own lesion ``mask``, tight
     3D ``box`` and ``label``, and ``patient_id`` ``phantom3d-<seed>-<i>`` so
     patient-level splits keep a volume's lesions together. ``opts`` go to
-    :func:`make_phantom_3d`.
+    :func:`make_phantom_3d`. A volume too small for its randomly drawn lesion
+    count gets one lesion.
     """
     if int(n) < 0:
         raise FlipsegError(f"number of phantoms {n} must be >= 0")
@@ -475,7 +476,13 @@ def phantom_dataset_3d(n: int, seed: int = 0, **opts: Any) -> list[dict[str, Any
     out: list[dict[str, Any]] = []
     for i, child in enumerate(children):
         vid = f"phantom3d-{seed}-{i}"
-        vol = make_phantom_3d(np.random.default_rng(child), case_id=vid, **opts)
+        try:
+            vol = make_phantom_3d(np.random.default_rng(child), case_id=vid, **opts)
+        except FlipsegError:
+            if "n_lesions" in opts:
+                raise
+            # a small volume with no room for the drawn lesion count: one lesion instead
+            vol = make_phantom_3d(np.random.default_rng(child), case_id=vid, n_lesions=1, **opts)
         for k, (m, box, label, kind) in enumerate(zip(
             vol["lesion_masks"], vol["boxes"], vol["lesion_labels"], vol["lesion_shapes"],
             strict=True,

@@ -32,8 +32,9 @@ def episode_levels(
 
 
 def scaled_level(cfg: FlipConfig, n_segments: int, box_shape: tuple[int, ...]) -> int:
-    """Superpixel count, optionally scaled to the box size (relative to a 64^d box)."""
+    """Superpixel count, optionally scaled to the box size (relative to a box of edge
+    ``cfg.level_reference_edge``, at least 8)."""
     if not cfg.scale_levels_to_box:
         return int(n_segments)
-    ref = 64.0 ** len(box_shape)
+    ref = float(cfg.level_reference_edge) ** len(box_shape)
     return max(8, int(round(n_segments * float(np.prod(box_shape)) / ref)))

@@ -21,7 +21,7 @@ from flipseg.data.splits import split_by_patient
 from flipseg.errors import FlipsegError
 from flipseg.io_utils import atomic_write_text
 from flipseg.methods.flip.classifier import ClassifierConfig, train_classifier
-from flipseg.methods.flip.config import FlipConfig
+from flipseg.methods.flip.config import FlipConfig, default_config
 from flipseg.methods.flip.curriculum import level_for_epoch
 from flipseg.methods.flip.eraser import choose_eraser_sources
 from flipseg.methods.flip.infer import FlipModel, make_scorer
@@ -128,11 +128,6 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
 def train_flip_cli(args: argparse.Namespace) -> int:
     from flipseg.commands import load_cases
 
-    cfg = FlipConfig.load(args.config) if args.config else FlipConfig()
-    cfg = cfg.with_overrides(**parse_overrides(args.set))
-    saved = Path(args.out) / "config.json"
-    if saved.exists() and not args.config and not args.set:
-        cfg = FlipConfig.load(saved)  # resuming: keep the run's own configuration
     args.part = args.part or ("train" if args.fold is not None else "all")
     samples, errors, dataset = load_cases(args)
     for err in errors:
@@ -140,10 +135,26 @@ def train_flip_cli(args: argparse.Namespace) -> int:
     samples = [s for s in samples if s.get("box") is not None]
     if len(samples) < 4:
         raise FlipsegError(f"need at least 4 boxes to train, dataset {dataset!r} has {len(samples)}")
+    data_dims = int(np.ndim(samples[0]["image"]))
+    dims = getattr(args, "dims", None) or data_dims
+    if dims != data_dims:
+        raise FlipsegError(f"--dims {dims} but dataset {dataset!r} holds {data_dims}D images")
+    # a config file is complete; otherwise start from the CPU preset of these dims
+    cfg = FlipConfig.load(args.config) if args.config else default_config(dims)
+    cfg = cfg.with_overrides(**parse_overrides(args.set))
+    saved = Path(args.out) / "config.json"
+    if saved.exists() and not args.config and not args.set:
+        cfg = FlipConfig.load(saved)  # resuming: keep the run's own configuration
+    if cfg.dims != data_dims:
+        raise FlipsegError(
+            f"the configuration is for {cfg.dims}D images but dataset {dataset!r} holds "
+            f"{data_dims}D images"
+        )
     n_val = min(args.val_cases, max(1, len(samples) // 10))
     frac = n_val / len(samples)
     train_s, val_s = split_by_patient(samples, (1 - frac, frac), seed=cfg.seed)
-    ccfg = ClassifierConfig(seed=cfg.seed, input_size=cfg.classifier_size, margin=cfg.margin)
+    ccfg = ClassifierConfig(seed=cfg.seed, input_size=cfg.classifier_size, margin=cfg.margin,
+                            dims=cfg.dims)
     if args.classifier_epochs is not None:
         ccfg.epochs = args.classifier_epochs
     if args.classifier_network:
