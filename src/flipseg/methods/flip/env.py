@@ -337,8 +337,8 @@ class VecErasingEnv:
         return np.where(self.active(), sp, self.dummy)
 
     # ------------------------------------------------------------- rendering
-    def _crops(self, sp: np.ndarray, erased: np.ndarray) -> np.ndarray:
-        """State crops [E, K, *S] (uint8) around each agent's superpixel centroid."""
+    def _crop_index(self, sp: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Index arrays [E, K, *S] of the state crop around each agent's superpixel."""
         E, K, S, nd = self.E, self.K, self.S, self.nd
         c = np.take_along_axis(self.cent, sp[..., None].repeat(nd, -1), 1)  # [E, K, nd]
         off = np.arange(S) - S // 2
@@ -347,13 +347,15 @@ class VecErasingEnv:
             shape = [1] * nd
             shape[d] = S
             ax = c[:, :, d].reshape(E, K, *([1] * nd)) + off.reshape(shape)
-            ax = np.clip(ax, 0, self.st_labels.shape[1 + d] - 1)
-            idx.append(ax)
-        idx_t = tuple(np.broadcast_arrays(*idx))
-        lab = self.st_labels[idx_t]  # [E, K, *S]
-        flag = erased[np.arange(E).reshape((E,) + (1,) * (nd + 1)), lab]
-        img = np.where(flag, self.st_filled[idx_t], self.st_orig[idx_t])
-        self._last_crop_labels = lab
+            idx.append(np.clip(ax, 0, self.st_labels.shape[1 + d] - 1))
+        return tuple(np.broadcast_arrays(*idx))
+
+    def _crops(self, sp: np.ndarray, erased: np.ndarray) -> np.ndarray:
+        """State crops [E, K, *S] (uint8) around each agent's superpixel centroid."""
+        idx = self._crop_index(sp)
+        lab = self.st_labels[idx]  # [E, K, *S]
+        flag = erased[np.arange(self.E).reshape((self.E,) + (1,) * (self.nd + 1)), lab]
+        img = np.where(flag, self.st_filled[idx], self.st_orig[idx])
         return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
     def _views(self, erased: np.ndarray, env_idx: np.ndarray) -> torch.Tensor:
@@ -385,16 +387,7 @@ class VecErasingEnv:
         return states, self._aux(sp), self.active()
 
     def _crop_labels(self, sp: np.ndarray) -> np.ndarray:
-        E, K, S, nd = self.E, self.K, self.S, self.nd
-        c = np.take_along_axis(self.cent, sp[..., None].repeat(nd, -1), 1)
-        off = np.arange(S) - S // 2
-        idx = [np.arange(E).reshape((E, 1) + (1,) * nd)]
-        for d in range(nd):
-            shape = [1] * nd
-            shape[d] = S
-            ax = c[:, :, d].reshape(E, K, *([1] * nd)) + off.reshape(shape)
-            idx.append(np.clip(ax, 0, self.st_labels.shape[1 + d] - 1))
-        return self.st_labels[tuple(np.broadcast_arrays(*idx))]
+        return self.st_labels[self._crop_index(sp)]
 
     def _aux(self, sp: np.ndarray) -> np.ndarray:
         rows = np.arange(self.E)[:, None]
