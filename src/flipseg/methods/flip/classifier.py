@@ -34,6 +34,7 @@ from flipseg.networks.classifier import build_classifier
 
 __all__ = [
     "CHECKPOINT",
+    "CLASSIFIER_3D_PRESET",
     "ClassifierConfig",
     "FlipClassifier",
     "evaluate_classifier",
@@ -48,6 +49,21 @@ REPORT_FILE = "classifier_report.json"
 _FORMAT = "flipseg-classifier-1"
 # options that may change when a run is resumed
 _RESUMABLE = {"epochs", "num_workers", "device"}  # a new `epochs` reshapes the rest of the schedule
+
+
+#: What ``flipseg train flip --dims 3`` changes from the defaults. A volume dataset has
+#: few boxes (tens, not thousands), so batches of 128 would give a few dozen updates
+#: in all and BatchNorm running statistics that do not match training (every view
+#: then scores "normal" in eval mode); the paper's batch of 16, more pseudo samples
+#: per box and more epochs fix that. 32^3 inputs.
+CLASSIFIER_3D_PRESET: dict[str, Any] = {
+    "dims": 3,
+    "input_size": 32,
+    "batch_size": 16,
+    "positives": 4,
+    "negatives": 4,
+    "epochs": 20,
+}
 
 
 @dataclass

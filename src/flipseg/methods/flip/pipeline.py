@@ -20,7 +20,11 @@ import torch
 from flipseg.data.splits import split_by_patient
 from flipseg.errors import FlipsegError
 from flipseg.io_utils import atomic_write_text
-from flipseg.methods.flip.classifier import ClassifierConfig, train_classifier
+from flipseg.methods.flip.classifier import (
+    CLASSIFIER_3D_PRESET,
+    ClassifierConfig,
+    train_classifier,
+)
 from flipseg.methods.flip.config import FlipConfig, default_config
 from flipseg.methods.flip.curriculum import level_for_epoch
 from flipseg.methods.flip.eraser import choose_eraser_sources
@@ -153,8 +157,9 @@ def train_flip_cli(args: argparse.Namespace) -> int:
     n_val = min(args.val_cases, max(1, len(samples) // 10))
     frac = n_val / len(samples)
     train_s, val_s = split_by_patient(samples, (1 - frac, frac), seed=cfg.seed)
-    ccfg = ClassifierConfig(seed=cfg.seed, input_size=cfg.classifier_size, margin=cfg.margin,
-                            dims=cfg.dims)
+    preset = dict(CLASSIFIER_3D_PRESET) if cfg.dims == 3 else {}
+    preset.update(seed=cfg.seed, input_size=cfg.classifier_size, margin=cfg.margin, dims=cfg.dims)
+    ccfg = ClassifierConfig(**preset)
     if args.classifier_epochs is not None:
         ccfg.epochs = args.classifier_epochs
     if args.classifier_network:
