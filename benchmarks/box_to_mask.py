@@ -6,11 +6,15 @@ paired t-tests of every method against the inscribed ellipse.
 
     python benchmarks/box_to_mask.py                      # everything (long)
     python benchmarks/box_to_mask.py --limit 100 --shifts 0 --methods box,ellipse
+
+A finished (dataset, shift, method) job is read back from its ``summary.json`` and
+``cases.csv`` under ``--out``, so an interrupted run resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import time
@@ -40,16 +44,18 @@ def _dataset(name: str, limit: int | None) -> list[dict]:
 
 def _job(args: tuple) -> tuple[str, str, str, dict, dict]:
     dataset, method, shift, limit, out = args
-    samples = _dataset(dataset, limit)
-    res = evaluate_methods(
-        samples, {method: get_segmenter(method)}, dataset=dataset,
-        out_dir=Path(out) / dataset / (shift or "tight") / method, box_shift=shift,
-        progress=False,
-    )
+    mdir = Path(out) / dataset / (shift or "tight") / method
+    done = mdir / "summary.json"
+    summary = json.loads(done.read_text()) if done.exists() else None
+    if summary is None or (limit and summary["n"] != limit):
+        samples = _dataset(dataset, limit)
+        res = evaluate_methods(
+            samples, {method: get_segmenter(method)}, dataset=dataset,
+            out_dir=mdir, box_shift=shift, progress=False,
+        )
+        summary = res["methods"][method]
     cases = {}
-    import csv
-
-    path = Path(out) / dataset / (shift or "tight") / method / "cases.csv"
+    path = mdir / "cases.csv"
     with open(path) as f:
         for row in csv.DictReader(f):
             cases.setdefault(row["case_id"], []).append(row)
@@ -57,7 +63,7 @@ def _job(args: tuple) -> tuple[str, str, str, dict, dict]:
         cid: {k: float(np.mean([float(r[k]) for r in rs])) for k in ("dice", "hd")}
         for cid, rs in cases.items()
     }
-    return dataset, method, shift or "0", res["methods"][method], per_case
+    return dataset, method, shift or "0", summary, per_case
 
 
 def main(argv: list[str] | None = None) -> int:
