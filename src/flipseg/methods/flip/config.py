@@ -107,7 +107,10 @@ class FlipConfig:
     """Superpixel counts of the curriculum levels (paper 2D: 100, 1000, 2000)."""
     curriculum: str = "progressive"
     """``progressive`` (PCL), ``mixed`` (MCL: random level per episode), ``fixed`` (last
-    level only) (coarse-to-fine is not built yet)."""
+    level only) or ``c2f`` (coarse-to-fine, the MICCAI version: levels are trained in
+    turn as in PCL, and every finer level sees the greedy mask of the first (coarse)
+    level as one more state channel; inference runs the coarse level, then the fine one.
+    One network serves both stages, the coarse stage seeing a flat 0.5 "no prior")."""
     epochs_per_level: int = 0
     """Epochs spent on each level under PCL (0: split ``epochs`` evenly)."""
     inference_level: int = -1
@@ -190,10 +193,11 @@ class FlipConfig:
             "agents": 1 <= self.agents <= 16,
             "traversals": self.traversals >= 1,
             "order": self.order in ("inner", "index"),
-            "curriculum": self.curriculum in ("progressive", "mixed", "fixed"),
+            "curriculum": self.curriculum in ("progressive", "mixed", "fixed", "c2f"),
             "reward_attribution": self.reward_attribution in ("per_agent", "joint"),
             "idr1_reference": self.idr1_reference in ("cumulative", "step"),
-            "levels": len(self.levels) >= 1 and all(v >= 2 for v in self.levels),
+            "levels": len(self.levels) >= 1 + (self.curriculum == "c2f")
+            and all(v >= 2 for v in self.levels),
             "frames": self.frames >= 1,
             "level_reference_edge": self.level_reference_edge >= 1,
         }

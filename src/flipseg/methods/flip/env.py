@@ -32,7 +32,15 @@ from flipseg.methods.flip.rewards import superpixel_histograms, total_reward
 from flipseg.resize import resize
 from flipseg.superpixels import superpixels
 
-__all__ = ["Episode", "prepare_episode", "VecErasingEnv", "N_AUX", "postprocess_mask"]
+__all__ = [
+    "Episode",
+    "N_AUX",
+    "VecErasingEnv",
+    "coarse_priors",
+    "greedy_rollout",
+    "postprocess_mask",
+    "prepare_episode",
+]
 
 #: Number of scalar features per agent when ``aux_features`` is on.
 N_AUX = 7
@@ -242,6 +250,10 @@ class VecErasingEnv:
     scorer : callable mapping a float tensor [B, 1, *cls] (intensities / 255) to the
         classifier's normal-tissue probability [B]
     compute_rewards : False at inference (skips the per-agent counterfactual scores)
+    priors : coarse-to-fine only (``cfg.curriculum == "c2f"``): per episode, the coarse
+        stage's mask in the state canvas (values 0-1, see :meth:`state_masks`), shown to
+        the agents as one more state channel; None (or a None entry) shows 0.5
+        everywhere, "no prior", as the coarse stage itself sees it
     """
 
     def __init__(
@@ -251,6 +263,7 @@ class VecErasingEnv:
         scorer: Scorer,
         *,
         compute_rewards: bool = True,
+        priors: Sequence[np.ndarray | None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.episodes = list(episodes)
@@ -272,6 +285,19 @@ class VecErasingEnv:
         )
         st_labels = [np.where(ep.state_labels < 0, nmax, ep.state_labels) for ep in self.episodes]
         self.st_labels = _pad_stack(st_labels, nmax, self.pad, np.int64)
+        self.st_prior: np.ndarray | None = None
+        if cfg.curriculum == "c2f":
+            pri = list(priors) if priors is not None else [None] * E
+            if len(pri) != E:
+                raise ValueError(f"{len(pri)} priors for {E} episodes")
+            layers = []
+            for ep, p in zip(self.episodes, pri):
+                if p is None:
+                    p = np.full(ep.state_labels.shape, 0.5, np.float32)
+                elif p.shape != ep.state_labels.shape:
+                    raise ValueError(f"prior shape {p.shape} != state shape {ep.state_labels.shape}")
+                layers.append(np.asarray(p, np.float32))
+            self.st_prior = _pad_stack(layers, 0.5, self.pad, np.float32)
         cls_labels = [np.where(ep.cls_labels < 0, nmax, ep.cls_labels) for ep in self.episodes]
         self.cls_labels = np.stack(cls_labels).astype(np.int64)  # [E, *cls]
         self.cls_orig = np.stack([ep.cls_orig for ep in self.episodes]).astype(np.float32)
@@ -383,6 +409,8 @@ class VecErasingEnv:
         if self.cfg.position_channel:
             crop_lab = self._crop_labels(sp)
             chans.append((crop_lab == sp.reshape(sp.shape + (1,) * self.nd))[:, :, None] * 255)
+        if self.st_prior is not None:
+            chans.append(np.rint(self.st_prior[self._crop_index(sp)] * 255)[:, :, None])
         states = np.concatenate([c.astype(np.uint8) for c in chans], axis=2)
         return states, self._aux(sp), self.active()
 
@@ -517,6 +545,18 @@ class VecErasingEnv:
             out.append(full)
         return out
 
+    def state_masks(self) -> list[np.ndarray]:
+        """Erased regions in each episode's state canvas (float 0/1): the coarse-to-fine
+        prior that a finer level of the same box takes (same canvas at every level)."""
+        out = []
+        for e, ep in enumerate(self.episodes):
+            lab = ep.state_labels
+            m = np.zeros(lab.shape, np.float32)
+            inside = lab >= 0
+            m[inside] = self.erased[e, lab[inside]]
+            out.append(m)
+        return out
+
     def curves(self, e: int) -> dict[str, np.ndarray]:
         """Per-step erase curve of environment ``e`` (until its episode ended)."""
         n = int(self.t[e]) + 1
@@ -526,3 +566,32 @@ class VecErasingEnv:
             "normal_score": np.array([c[e] for c in self.curve_score[:n]]),
             "dice": np.array([c[e] for c in self.curve_dice[:n]]),
         }
+
+
+QValues = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def greedy_rollout(
+    episodes: Sequence[Episode],
+    cfg: FlipConfig,
+    scorer: Scorer,
+    q_values: QValues,
+    *,
+    priors: Sequence[np.ndarray | None] | None = None,
+) -> VecErasingEnv:
+    """Erase every episode to its end with the greedy policy (no rewards computed)."""
+    env = VecErasingEnv(episodes, cfg, scorer, compute_rewards=False, priors=priors)
+    while not env.all_done():
+        states, aux, _ = env.observe()
+        env.step(q_values(states, aux).argmax(-1))
+    return env
+
+
+def coarse_priors(
+    coarse: Sequence[Episode], cfg: FlipConfig, scorer: Scorer, q_values: QValues
+) -> list[np.ndarray]:
+    """Coarse-to-fine: the greedy coarse-level masks of the same boxes, in the state
+    canvas, to pass as ``priors`` to the finer level's environment."""
+    if not coarse:
+        return []
+    return greedy_rollout(coarse, cfg, scorer, q_values).state_masks()

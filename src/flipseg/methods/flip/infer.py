@@ -16,7 +16,7 @@ from flipseg.errors import FlipsegError
 from flipseg.methods.flip.agent import DQNAgent
 from flipseg.methods.flip.config import FlipConfig
 from flipseg.methods.flip.curriculum import scaled_level
-from flipseg.methods.flip.env import VecErasingEnv, prepare_episode
+from flipseg.methods.flip.env import coarse_priors, greedy_rollout, prepare_episode
 from flipseg.methods.flip.eraser import choose_eraser_sources
 from flipseg.networks.classifier import build_classifier
 from flipseg.segmenters import SEGMENTERS, Segmenter
@@ -129,10 +129,15 @@ class FlipModel:
                 )
                 for i, (im, b, src) in enumerate(zip(ims, bxs, sources))
             ]
-            env = VecErasingEnv(episodes, cfg, self.scorer, compute_rewards=False)
-            while not env.all_done():
-                states, aux, _ = env.observe()
-                env.step(self.agent.q_values(states, aux).argmax(-1))
+            priors = None
+            if cfg.curriculum == "c2f" and level != cfg.levels[0]:
+                coarse = [
+                    prepare_episode(im, b, src[0], cfg, scaled_level(cfg, cfg.levels[0], b.shape),
+                                    seed=seed)
+                    for im, b, src in zip(ims, bxs, sources)
+                ]
+                priors = coarse_priors(coarse, cfg, self.scorer, self.agent.q_values)
+            env = greedy_rollout(episodes, cfg, self.scorer, self.agent.q_values, priors=priors)
             masks = env.masks()
             for e, (im, ep, src) in enumerate(zip(ims, episodes, sources)):
                 flipped = im.copy()

@@ -23,7 +23,13 @@ from flipseg.io_utils import atomic_save, atomic_write_text
 from flipseg.methods.flip.agent import DQNAgent, state_channels
 from flipseg.methods.flip.config import FlipConfig
 from flipseg.methods.flip.curriculum import episode_levels, level_for_epoch, scaled_level
-from flipseg.methods.flip.env import N_AUX, Episode, VecErasingEnv, prepare_episode
+from flipseg.methods.flip.env import (
+    N_AUX,
+    Episode,
+    VecErasingEnv,
+    coarse_priors,
+    prepare_episode,
+)
 from flipseg.methods.flip.replay import PrioritizedReplay
 
 __all__ = ["BoxCase", "FlipTrainer", "CHECKPOINT", "MODEL_FILE"]
@@ -126,11 +132,14 @@ class FlipTrainer:
             )
         return case.episodes[n]
 
-    def collect_and_learn(self, episodes: Sequence[Episode]) -> dict[str, float]:
-        """Run one chunk of episodes to the end, storing transitions and learning."""
+    def collect_and_learn(
+        self, episodes: Sequence[Episode], priors: Sequence[np.ndarray] | None = None
+    ) -> dict[str, float]:
+        """Run one chunk of episodes to the end, storing transitions and learning
+        (``priors``: coarse-to-fine masks of the same boxes, see :func:`coarse_priors`)."""
         cfg = self.cfg
         assert self.replay is not None
-        env = VecErasingEnv(episodes, cfg, self.scorer, compute_rewards=True)
+        env = VecErasingEnv(episodes, cfg, self.scorer, compute_rewards=True, priors=priors)
         states, aux, active = env.observe()
         losses: list[float] = []
         reward_sum = 0.0
@@ -173,7 +182,12 @@ class FlipTrainer:
         for start in range(0, len(order), cfg.num_envs):
             chunk = order[start : start + cfg.num_envs]
             eps = [self.episode_for(train[i], int(levels[i])) for i in chunk]
-            stats.append(self.collect_and_learn(eps))
+            priors = None
+            if cfg.curriculum == "c2f" and int(levels[chunk[0]]) != cfg.levels[0]:
+                # coarse-to-fine: the current policy's coarse masks guide the fine level
+                coarse = [self.episode_for(train[i], cfg.levels[0]) for i in chunk]
+                priors = coarse_priors(coarse, cfg, self.scorer, self.agent.q_values)
+            stats.append(self.collect_and_learn(eps, priors))
             bar.update(len(chunk))
             bar.set_postfix(eps=f"{self.epsilon():.2f}", loss=f"{stats[-1]['loss']:.3f}")
         bar.close()
@@ -222,10 +236,16 @@ class FlipTrainer:
         for epoch in range(self.start_epoch, self.cfg.epochs):
             t0 = time.time()
             lv = level_for_epoch(self.cfg, epoch)
-            for case in train:  # keep only the current level's episodes in memory
+            # keep only the current level's episodes in memory (and, coarse-to-fine,
+            # the coarse level's, which give the priors)
+            keep = {self.cfg.levels[lv]}
+            if self.cfg.curriculum == "c2f":
+                keep.add(self.cfg.levels[0])
+            for case in train:
                 if self.cfg.curriculum != "mixed":
                     case.episodes = {
-                        k: v for k, v in case.episodes.items() if k == self.cfg.levels[lv]
+                        k: v for k, v in case.episodes.items()
+                        if k in {scaled_level(self.cfg, n, case.box.shape) for n in keep}
                     }
             row = {"epoch": epoch + 1, "level": self.cfg.levels[lv]}
             row.update(self.run_epoch(epoch, train))
