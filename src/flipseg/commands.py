@@ -129,8 +129,9 @@ def run_demo(args: argparse.Namespace) -> int:
                  overlay(s["image"], m, gt=s.get("mask"), box=s["box"]))
     print(f"{method}: segmented {len(samples)} images in {time.time() - t0:.1f} s -> {out}")
     methods = {method: seg}
-    if method != "ellipse":
-        methods["ellipse"] = get_segmenter("ellipse")
+    for ref in ("ellipse", "grabcut"):  # the floor and the strongest classic baseline
+        if ref != method:
+            methods[ref] = get_segmenter(ref)
     res = evaluate_methods(samples, methods, dataset="samples (BUS-BRA)", out_dir=out / "metrics",
                            progress=False)
     table = format_table(list(res["methods"].values()))
