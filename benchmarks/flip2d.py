@@ -5,7 +5,8 @@
 
 Tables printed (markdown):
 1. BUS-BRA fold 5 test and BUSI lesions (external), tight boxes: Dice, JAC, HD,
-   ASD (mean±std) for flip, ellipse, box; paired t-tests flip vs ellipse.
+   ASD (mean±std) for flip, ellipse, box, grabcut; paired t-tests of flip against
+   the ellipse (the floor) and GrabCut (the strongest classic baseline).
 2. The same with 0-10 px box shifts (3 seeded repeats per box).
 3. Speed: seconds per image amortised over a batch, and against the superpixel count.
 4. Training time of the model's run (from its logs), when the run folder is given.
@@ -55,20 +56,22 @@ def quality(model: str | None, datasets: list[str], shift: str | None, limit: in
     for ds in datasets:
         cases = _cases(ds, limit)
         segs = {"flip": get_segmenter("flip", **({"model": model} if model else {})),
-                "ellipse": get_segmenter("ellipse"), "box": get_segmenter("box")}
+                "ellipse": get_segmenter("ellipse"), "box": get_segmenter("box"),
+                "grabcut": get_segmenter("grabcut")}
         d = out / ds / (shift or "tight")
         res = evaluate_methods(cases, segs, dataset=ds, out_dir=d, box_shift=shift,
                                progress=True, batch_size=64)
         title = f"### {ds}: {'tight boxes' if not shift else f'box shift {shift} px (3 repeats)'}"
         lines += [title, format_table(list(res["methods"].values()), METRICS)]
         pc = {m: _per_case(d / m / "cases.csv") for m in segs}
-        common = sorted(set(pc["flip"]) & set(pc["ellipse"]))
-        lines.append("| flip vs ellipse | mean diff | t | p |\n|---|---|---|---|")
-        for m in METRICS:
-            t = paired_ttest([pc["flip"][c][m] for c in common], [pc["ellipse"][c][m] for c in common])
-            f = 100.0 if m in ("dice", "jaccard") else 1.0
-            lines.append(f"| {m} | {t['mean_diff'] * f:+.2f} | {t['t']:.2f} | {t['p']:.2g} |")
-        lines.append("")
+        for ref in ("ellipse", "grabcut"):
+            common = sorted(set(pc["flip"]) & set(pc[ref]))
+            lines.append(f"| flip vs {ref} | mean diff | t | p |\n|---|---|---|---|")
+            for m in METRICS:
+                t = paired_ttest([pc["flip"][c][m] for c in common], [pc[ref][c][m] for c in common])
+                f = 100.0 if m in ("dice", "jaccard") else 1.0
+                lines.append(f"| {m} | {t['mean_diff'] * f:+.2f} | {t['t']:.2f} | {t['p']:.2g} |")
+            lines.append("")
     return "\n".join(lines)
 
 
