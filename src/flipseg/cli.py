@@ -77,6 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--classifier-network", default=None, help="compact or resnet18")
     t.add_argument("--val-cases", type=int, default=64, help="held-out boxes for validation")
     t.add_argument("--no-progress", action="store_true")
+    b = tsub.add_parser("boxinst", help="box-supervised U-Net (BoxInst projection + pairwise losses)")
+    _add_data_args(b, default="bus-bra")
+    b.add_argument("--out", required=True, help="run folder (re-run the command to resume)")
+    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one BoxInstConfig field, e.g. --set epochs=10 --set crop_size=64")
+    b.add_argument("--val-cases", type=int, default=64,
+                   help="held-out boxes (their masks, when known, give the validation Dice)")
+    b.add_argument("--no-progress", action="store_true")
     return parser
 
 

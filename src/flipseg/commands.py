@@ -74,7 +74,7 @@ def parse_data_opts(items: list[str]) -> dict[str, Any]:
 
 
 def _method_opts(name: str, model: str | None) -> dict[str, Any]:
-    return {"model": model} if (model and name in ("flip", "flip2d-slices")) else {}
+    return {"model": model} if (model and name in ("flip", "flip2d-slices", "boxinst")) else {}
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -265,4 +265,8 @@ def run_train(args: argparse.Namespace) -> int:
         from flipseg.methods.flip.pipeline import train_flip_cli
 
         return train_flip_cli(args)
+    if args.recipe == "boxinst":
+        from flipseg.methods.boxinst.model import train_boxinst_cli
+
+        return train_boxinst_cli(args)
     raise FlipsegError(f"unknown training recipe {args.recipe!r}")

@@ -97,11 +97,11 @@ def train_flip(
     return run / MODEL_FILE
 
 
-def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """``["agents=2", "levels=100,200"]`` -> typed FlipConfig overrides."""
+def parse_overrides(items: Sequence[str], cls: type = FlipConfig, what: str = "flip") -> dict[str, Any]:
+    """``["agents=2", "levels=100,200"]`` -> typed overrides of the dataclass ``cls``."""
     from dataclasses import fields
 
-    types = {f.name: f.type for f in fields(FlipConfig)}
+    types = {f.name: f.type for f in fields(cls)}
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
@@ -109,10 +109,12 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
         key, val = item.split("=", 1)
         key = key.strip().replace("-", "_")
         if key not in types:
-            raise FlipsegError(f"unknown flip option {key!r}; see FlipConfig for the list")
+            raise FlipsegError(
+                f"unknown {what} option {key!r}; known: {', '.join(sorted(types))}"
+            )
         t = str(types[key])
         try:
-            if key == "levels":
+            if "tuple" in t:
                 out[key] = tuple(int(v) for v in val.split(","))
             elif "bool" in t:
                 if val.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):

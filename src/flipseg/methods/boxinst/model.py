@@ -1,0 +1,333 @@
+"""Train and run the box-supervised U-Net (``flipseg train boxinst``, ``--method boxinst``).
+
+The network sees the box with a margin (``margin`` of its size on every side),
+resized to ``crop_size`` squared, and predicts the lesion mask of that crop. Only
+boxes supervise it: the projection loss ties the mask to the box edges and the
+pairwise loss spreads labels between neighbouring pixels of similar intensity
+(ramped up over ``pairwise_warmup`` epochs, as BoxInst warms it up). Masks of
+held-out boxes, when known, are used for the validation Dice only.
+
+Run folder: ``config.json``, ``boxinst_checkpoint.pt`` (after every epoch; a re-run
+resumes), ``train_log.csv`` and the inference bundle ``boxinst_model.pt``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from scipy import ndimage
+from tqdm.auto import tqdm
+
+from flipseg.boxes import Box
+from flipseg.errors import FlipsegError
+from flipseg.io_utils import atomic_save, atomic_write_text
+from flipseg.methods.boxinst.losses import pairwise_loss, projection_loss
+from flipseg.metrics import compute_dice
+from flipseg.networks.unet import build_unet
+from flipseg.resize import resize
+from flipseg.segmenters import SEGMENTERS, Segmenter
+
+__all__ = ["BoxInstConfig", "BoxInstModel", "BoxInstSegmenter", "train_boxinst", "crop_box"]
+
+CHECKPOINT = "boxinst_checkpoint.pt"
+MODEL_FILE = "boxinst_model.pt"
+_FORMAT = "flipseg-boxinst-1"
+
+
+@dataclass
+class BoxInstConfig:
+    """Every knob of the box-supervised U-Net (saved with the run)."""
+
+    crop_size: int = 96
+    """Side of the square network input (the box + margin, resized)."""
+    margin: float = 0.25
+    """Context around the box on every side, as a fraction of the box size."""
+    channels: tuple[int, ...] = (16, 32, 64, 128)
+    """U-Net widths per level (full size: 32,64,128,256,512)."""
+    epochs: int = 20
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    pairwise_weight: float = 1.0
+    pairwise_warmup: float = 2.0
+    """Epochs over which the pairwise weight ramps linearly from 0."""
+    dilation: int = 2
+    theta: float = 2.0
+    """Similarity temperature on a 0-100 intensity scale (BoxInst's colour theta)."""
+    tau: float = 0.3
+    """Pairs with similarity below this do not enter the pairwise loss."""
+    smooth_sigma: float = 1.0
+    """Gaussian smoothing (pixels of the crop) before the similarity: speckle."""
+    threshold: float = 0.5
+    fill_holes: bool = True
+    largest_component: bool = True
+    seed: int = 0
+    num_threads: int = 1
+
+    def __post_init__(self) -> None:
+        self.channels = tuple(int(c) for c in self.channels)
+        checks = {
+            "crop_size": self.crop_size >= 16 and self.crop_size % 2 ** (len(self.channels) - 1) == 0,
+            "channels": len(self.channels) >= 2,
+            "epochs": self.epochs >= 1,
+            "batch_size": self.batch_size >= 1,
+            "margin": 0 <= self.margin <= 2,
+            "tau": 0 <= self.tau <= 1,
+            "threshold": 0 < self.threshold < 1,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise FlipsegError(f"invalid boxinst option {name}={getattr(self, name)!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["channels"] = list(self.channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "BoxInstConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+# ---------------------------------------------------------------------- crops
+def crop_box(
+    image: np.ndarray, box: Box, cfg: BoxInstConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, Box]:
+    """(crop 0-1, smoothed crop, box mask in the crop, the view it covers) for one box."""
+    if np.ndim(image) != 2:
+        raise FlipsegError(f"boxinst segments 2D images, got shape {np.shape(image)}")
+    box = box.validate(image.shape)
+    view = box.expand(cfg.margin, relative=True).clip(image.shape)
+    S = cfg.crop_size
+    crop = resize(np.asarray(image, np.float32)[view.slices()], (S, S)) / 255.0
+    crop = np.clip(crop, 0.0, 1.0).astype(np.float32)
+    smooth = ndimage.gaussian_filter(crop, cfg.smooth_sigma) if cfg.smooth_sigma > 0 else crop
+    bm = np.zeros((S, S), np.float32)
+    lo = [int(np.floor((b - v) * S / n)) for b, v, n in zip(box.lo, view.lo, view.shape)]
+    hi = [max(l + 1, int(np.ceil((b - v) * S / n))) for b, v, n, l in zip(box.hi, view.lo, view.shape, lo)]
+    bm[lo[0] : hi[0], lo[1] : hi[1]] = 1.0
+    return crop, smooth.astype(np.float32), bm, view
+
+
+def _postprocess(mask: np.ndarray, cfg: BoxInstConfig) -> np.ndarray:
+    if cfg.fill_holes:
+        mask = ndimage.binary_fill_holes(mask)
+    if cfg.largest_component and mask.any():
+        lab, n = ndimage.label(mask)
+        if n > 1:
+            mask = lab == (np.argmax(np.bincount(lab.ravel())[1:]) + 1)
+    return mask
+
+
+# ---------------------------------------------------------------------- model
+class BoxInstModel:
+    """A trained box-supervised U-Net: configuration and weights."""
+
+    def __init__(self, cfg: BoxInstConfig, state_dict: dict | None = None) -> None:
+        self.cfg = cfg
+        self.net = build_unet(2, 1, 1, cfg.channels)
+        if state_dict is not None:
+            self.net.load_state_dict(state_dict)
+        self.net.eval()
+
+    @classmethod
+    def load(cls, path: str | Path) -> "BoxInstModel":
+        path = Path(path)
+        if path.is_dir():
+            path = path / MODEL_FILE
+        if not path.exists():
+            raise FlipsegError(f"model not found: {path}")
+        try:
+            bundle = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:
+            raise FlipsegError(f"cannot read model file {path}: {exc}") from None
+        if not isinstance(bundle, dict) or bundle.get("format") != _FORMAT:
+            raise FlipsegError(f"{path} is not a flipseg boxinst model")
+        return cls(BoxInstConfig.from_dict(bundle["config"]), bundle["state_dict"])
+
+    def bundle(self) -> dict[str, Any]:
+        return {"format": _FORMAT, "config": self.cfg.to_dict(),
+                "state_dict": {k: v.detach().cpu() for k, v in self.net.state_dict().items()}}
+
+    @torch.no_grad()
+    def segment_many(
+        self, images: Sequence[np.ndarray], boxes: Sequence[Box], *, batch_size: int = 64
+    ) -> list[np.ndarray]:
+        """Masks (bool, image shape) inside each box, batched through the network."""
+        torch.set_num_threads(max(1, self.cfg.num_threads))
+        self.net.eval()
+        out: list[np.ndarray] = []
+        for start in range(0, len(images), batch_size):
+            ims = images[start : start + batch_size]
+            bxs = boxes[start : start + batch_size]
+            crops = [crop_box(im, b, self.cfg) for im, b in zip(ims, bxs)]
+            x = torch.from_numpy(np.stack([c[0] for c in crops])[:, None])
+            prob = torch.sigmoid(self.net(x))[:, 0].numpy()
+            for im, b, (_, _, _, view), p in zip(ims, bxs, crops, prob):
+                m_view = resize(p, view.shape) > self.cfg.threshold
+                full = np.zeros(np.shape(im), bool)
+                full[view.slices()] = m_view
+                full &= b.validate(np.shape(im)).to_mask(np.shape(im))
+                out.append(_postprocess(full, self.cfg))
+        return out
+
+
+class BoxInstSegmenter(Segmenter):
+    """``--method boxinst --model RUN``: the trained box-supervised U-Net."""
+
+    name = "boxinst"
+    dims = (2,)
+
+    def __init__(self, model: str | Path | None = None, batch_size: int = 64) -> None:
+        if model is None:
+            raise FlipsegError(
+                "boxinst needs a trained model: --model RUN (train one with "
+                "`flipseg train boxinst --dataset bus-bra --fold 5 --out RUN`)"
+            )
+        self.model = BoxInstModel.load(model)
+        self.batch_size = batch_size
+
+    def segment(self, image: np.ndarray, box: Box, *, seed: int = 0) -> np.ndarray:
+        return self.segment_many([image], [box], seed=seed)[0]
+
+    def segment_many(self, images, boxes, *, seed: int = 0) -> list[np.ndarray]:
+        return self.model.segment_many(list(images), list(boxes), batch_size=self.batch_size)
+
+
+@SEGMENTERS.register("boxinst")
+def _boxinst_factory(**opts: Any) -> BoxInstSegmenter:
+    return BoxInstSegmenter(**opts)
+
+
+# ------------------------------------------------------------------- training
+def _stack(samples: Sequence[dict[str, Any]], cfg: BoxInstConfig, desc: str, progress: bool):
+    crops, smooth, bms = [], [], []
+    for s in tqdm(samples, desc=desc, unit="box", disable=not progress, leave=False):
+        c, sm, bm, _ = crop_box(s["image"], s["box"], cfg)
+        crops.append(c)
+        smooth.append(sm)
+        bms.append(bm)
+    return (torch.from_numpy(np.stack(crops)[:, None]), torch.from_numpy(np.stack(smooth)[:, None]),
+            torch.from_numpy(np.stack(bms)[:, None]))
+
+
+def train_boxinst(
+    train: Sequence[dict[str, Any]],
+    val: Sequence[dict[str, Any]],
+    cfg: BoxInstConfig,
+    run_dir: str | Path,
+    *,
+    progress: bool = True,
+) -> Path:
+    """Train from the boxes of ``train`` (masks unused); returns the model file path."""
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run / "config.json", json.dumps(cfg.to_dict(), indent=2))
+    torch.set_num_threads(max(1, cfg.num_threads))
+    torch.manual_seed(cfg.seed)
+    model = BoxInstModel(cfg)
+    net = model.net
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = max(1, int(np.ceil(len(train) / cfg.batch_size)))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda it: 0.5 * (1 + np.cos(np.pi * min(1.0, it / (cfg.epochs * steps_per_epoch))))
+    )
+    start, log = 0, []
+    ckpt = run / CHECKPOINT
+    if ckpt.exists():
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        net.load_state_dict(state["net"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        start, log = int(state["epoch"]) + 1, list(state["log"])
+    x, xs, bm = _stack(train, cfg, "cropping boxes", progress)
+    val_m = [s for s in val if s.get("mask") is not None]
+    for epoch in range(start, cfg.epochs):
+        t0 = time.time()
+        net.train()
+        g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+        order = torch.randperm(len(x), generator=g)
+        flips = torch.rand(len(x), generator=g) < 0.5
+        tot = {"loss": 0.0, "projection": 0.0, "pairwise": 0.0}
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not progress, leave=False)
+        for i in bar:
+            idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+            xb, sb, bb = x[idx], xs[idx], bm[idx]
+            f = flips[idx]
+            xb, sb, bb = (torch.where(f[:, None, None, None], t.flip(-1), t) for t in (xb, sb, bb))
+            logits = net(xb)
+            lp = projection_loss(logits, bb)
+            lw = pairwise_loss(logits, sb, bb, dilation=cfg.dilation, theta=cfg.theta, tau=cfg.tau)
+            ramp = min(1.0, (epoch + i / steps_per_epoch) / max(cfg.pairwise_warmup, 1e-9))
+            loss = lp + cfg.pairwise_weight * ramp * lw
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            tot["loss"] += loss.item()
+            tot["projection"] += lp.item()
+            tot["pairwise"] += lw.item()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.close()
+        row: dict[str, float] = {"epoch": epoch + 1}
+        row.update({k: v / steps_per_epoch for k, v in tot.items()})
+        if val_m:
+            preds = model.segment_many([s["image"] for s in val_m], [s["box"] for s in val_m])
+            row["val_dice"] = float(np.mean([compute_dice(p, s["mask"]) for p, s in zip(preds, val_m)]))
+        row["seconds"] = time.time() - t0
+        log.append(row)
+        state = {"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                 "epoch": epoch, "log": log}
+        atomic_save(ckpt, lambda p, st=state: torch.save(st, p))
+        atomic_save(run / MODEL_FILE, lambda p: torch.save(model.bundle(), p))
+        with open(run / "train_log.csv.tmp", "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(log[-1].keys()))
+            w.writeheader()
+            w.writerows(log)
+        (run / "train_log.csv.tmp").replace(run / "train_log.csv")
+        if progress:
+            tqdm.write(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))
+    if not (run / MODEL_FILE).exists():
+        atomic_save(run / MODEL_FILE, lambda p: torch.save(model.bundle(), p))
+    return run / MODEL_FILE
+
+
+def train_boxinst_cli(args: Any) -> int:
+    """``flipseg train boxinst``: data from the usual dataset options."""
+    from flipseg.commands import load_cases
+    from flipseg.data.splits import split_by_patient
+    from flipseg.methods.flip.pipeline import parse_overrides
+
+    args.part = args.part or ("train" if args.fold is not None else "all")
+    samples, errors, dataset = load_cases(args)
+    for err in errors:
+        print(f"skipped case {err[0]}: {err[1]}")
+    samples = [s for s in samples if s.get("box") is not None]
+    if samples and np.ndim(samples[0]["image"]) != 2:
+        raise FlipsegError(f"boxinst trains on 2D images; dataset {dataset!r} holds volumes")
+    if len(samples) < 4:
+        raise FlipsegError(f"need at least 4 boxes to train, dataset {dataset!r} has {len(samples)}")
+    saved = Path(args.out) / "config.json"
+    if saved.exists() and not args.set:
+        cfg = BoxInstConfig.from_dict(json.loads(saved.read_text()))
+    else:
+        cfg = BoxInstConfig(**parse_overrides(args.set, BoxInstConfig, "boxinst"))
+    n_val = min(args.val_cases, max(1, len(samples) // 10))
+    train_s, val_s = split_by_patient(samples, (1 - n_val / len(samples), n_val / len(samples)),
+                                      seed=cfg.seed)
+    atomic_write_text(Path(args.out) / "data.json", json.dumps(
+        {"dataset": dataset, "fold": args.fold, "part": args.part, "n_train": len(train_s),
+         "n_val": len(val_s)}, indent=2))
+    print(f"training boxinst on {len(train_s)} boxes ({len(val_s)} held out) -> {args.out}")
+    path = train_boxinst(train_s, val_s, cfg, args.out, progress=not args.no_progress)
+    print(f"model written to {path}")
+    return 0

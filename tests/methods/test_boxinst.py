@@ -1,0 +1,90 @@
+"""BoxInst losses, crops, and a tiny train -> evaluate run from the CLI."""
+
+import numpy as np
+import pytest
+import torch
+
+from flipseg.boxes import Box
+from flipseg.cli import main
+from flipseg.errors import FlipsegError
+from flipseg.methods.boxinst import BoxInstConfig, pairwise_loss, projection_loss
+from flipseg.methods.boxinst.model import BoxInstSegmenter, crop_box
+
+
+def _box_mask(shape=(1, 1, 32, 32), lo=(8, 10), hi=(20, 26)):
+    m = torch.zeros(shape)
+    m[..., lo[0] : hi[0], lo[1] : hi[1]] = 1
+    return m
+
+
+def test_projection_loss_is_zero_for_the_box_and_positive_otherwise():
+    bm = _box_mask()
+    exact = (bm * 2 - 1) * 50  # logits: inside +50, outside -50
+    assert float(projection_loss(exact, bm)) < 1e-3
+    ellipse_like = exact.clone()
+    ellipse_like[..., 8, 10] = -50  # a corner off changes no projection
+    assert float(projection_loss(ellipse_like, bm)) < 1e-3
+    short = exact.clone()
+    short[..., :, 22:] = -50  # mask ends before the right edge of the box
+    assert float(projection_loss(short, bm)) > 0.05
+    leak = exact.clone()
+    leak[..., 2, 12] = 50  # mask above the box
+    assert float(projection_loss(leak, bm)) > float(projection_loss(exact, bm))
+
+
+def test_pairwise_loss_prefers_labels_that_follow_intensity_edges():
+    img = torch.zeros(1, 1, 32, 32)
+    img[..., :, 16:] = 1.0  # two flat halves
+    bm = torch.ones(1, 1, 32, 32)
+    follows = torch.where(img > 0.5, 20.0, -20.0)
+    crosses = torch.where(torch.arange(32).view(1, 1, 32, 1) < 16, 20.0, -20.0).expand(1, 1, 32, 32)
+    assert float(pairwise_loss(follows, img, bm)) < 1e-3
+    assert float(pairwise_loss(crosses, img, bm)) > 0.5
+    # only pairs inside the box count: a box on one flat half sees no edge at all
+    half = _box_mask(lo=(0, 0), hi=(32, 14))
+    assert float(pairwise_loss(crosses, img, half)) > 0.5
+    assert float(pairwise_loss(torch.full_like(img, 20.0), img, half)) < 1e-3
+
+
+def test_crop_box_maps_the_box_into_the_crop():
+    cfg = BoxInstConfig(crop_size=32, margin=0.25)
+    img = np.zeros((100, 120), np.float32)
+    crop, smooth, bm, view = crop_box(img, Box.parse("40,30,80,70"), cfg)
+    assert crop.shape == smooth.shape == bm.shape == (32, 32)
+    ys, xs = np.nonzero(bm)
+    # a 40x40 box with a 10 px margin on each side covers the middle two thirds
+    assert abs(ys.min() - 5) <= 1 and abs(ys.max() - 26) <= 1
+    assert abs(xs.min() - 5) <= 1 and abs(xs.max() - 26) <= 1
+    with pytest.raises(FlipsegError, match="2D"):
+        crop_box(np.zeros((4, 10, 10)), Box.parse("1,1,5,5,0,2"), cfg)
+
+
+def test_boxinst_needs_a_model_and_validates_options():
+    with pytest.raises(FlipsegError, match="--model"):
+        BoxInstSegmenter()
+    with pytest.raises(FlipsegError, match="crop_size"):
+        BoxInstConfig(crop_size=30)
+
+
+def test_train_and_evaluate_boxinst_from_the_cli(tmp_path, capsys):
+    run = tmp_path / "run"
+    tiny = ["--set", "epochs=2", "--set", "crop_size=32", "--set", "batch_size=8",
+            "--set", "channels=8,16,32"]
+    assert main(["train", "boxinst", "--dataset", "phantom2d", "--out", str(run),
+                 "--no-progress", *tiny]) == 0
+    assert (run / "boxinst_model.pt").exists() and (run / "train_log.csv").exists()
+    lines = (run / "train_log.csv").read_text().splitlines()
+    assert len(lines) == 3 and "val_dice" in lines[0]
+    # a finished run re-run resumes: no more epochs
+    assert main(["train", "boxinst", "--dataset", "phantom2d", "--out", str(run),
+                 "--no-progress"]) == 0
+    assert len((run / "train_log.csv").read_text().splitlines()) == 3
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--dataset", "phantom2d", "--method", "boxinst", "--model", str(run),
+                 "--out", str(out), "--no-progress"]) == 0
+    assert (out / "summary.json").exists()
+    assert main(["evaluate", "--dataset", "phantom2d", "--method", "boxinst",
+                 "--out", str(out), "--no-progress"]) == 2
+    assert "--model" in capsys.readouterr().err
+    assert main(["train", "boxinst", "--dataset", "phantom2d", "--out", str(run),
+                 "--set", "nope=1"]) == 2
