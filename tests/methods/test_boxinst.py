@@ -88,3 +88,15 @@ def test_train_and_evaluate_boxinst_from_the_cli(tmp_path, capsys):
     assert "--model" in capsys.readouterr().err
     assert main(["train", "boxinst", "--dataset", "phantom2d", "--out", str(run),
                  "--set", "nope=1"]) == 2
+
+
+def test_filling_the_whole_box_costs_more_than_the_lesion():
+    yy, xx = torch.meshgrid(torch.arange(48), torch.arange(48), indexing="ij")
+    disc = ((yy - 24) ** 2 + (xx - 24) ** 2 <= 12**2).float()[None, None]
+    img = 0.8 - 0.6 * disc  # dark lesion on bright, flat tissue
+    bm = _box_mask((1, 1, 48, 48), (12, 12), (37, 37))
+    lesion = (disc * 2 - 1) * 20
+    filled = (bm * 2 - 1) * 20
+    assert float(pairwise_loss(filled, img, bm)) > float(pairwise_loss(lesion, img, bm)) + 0.5
+    # both touch every box edge: the projection loss cannot tell them apart
+    assert abs(float(projection_loss(filled, bm)) - float(projection_loss(lesion, bm))) < 0.05

@@ -7,7 +7,10 @@
   intensities are similar should take the same label. Similarity is
   ``exp(-|I_i - I_j| * 100 / theta)`` on the image scaled to 0-1 (BoxInst compares
   LAB colours on a 0-100 lightness scale; greyscale has lightness only), and only
-  pairs with similarity >= ``tau`` and inside the box count.
+  pairs with similarity >= ``tau`` and at least one end inside the box count: the
+  pairs that cross the box edge tie background inside the box to the background
+  outside it, which the projection loss drives to 0 (without them, filling the
+  whole box satisfies both losses).
 
 Predictions are logits ``[B, 1, H, W]``; boxes are binary masks of the same shape.
 """
@@ -66,7 +69,8 @@ def pairwise_loss(
     theta: float = 2.0,
     tau: float = 0.3,
 ) -> torch.Tensor:
-    """-log P(same label) averaged over similar (>= tau) neighbour pairs inside the box."""
+    """-log P(same label) averaged over similar (>= tau) neighbour pairs with at least
+    one end inside the box."""
     logp = F.logsigmoid(logits)
     logq = F.logsigmoid(-logits)
     total = logits.new_zeros(())
@@ -76,7 +80,7 @@ def pairwise_loss(
         q1, q2 = _pairs(logq, dy, dx)
         b1, b2 = _pairs(box_mask.float(), dy, dx)
         same = torch.logaddexp(p1 + p2, q1 + q2)
-        w = (sim >= tau).float() * b1 * b2
+        w = (sim >= tau).float() * torch.maximum(b1, b2)
         total = total - (same * w).sum()
         count = count + w.sum()
     return total / count.clamp_min(1.0)
