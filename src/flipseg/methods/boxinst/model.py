@@ -48,7 +48,11 @@ class BoxInstConfig:
     crop_size: int = 96
     """Side of the square network input (the box + margin, resized)."""
     margin: float = 0.25
-    """Context around the box on every side, as a fraction of the box size."""
+    """Context around the box on every side, as a fraction of the box size (inference)."""
+    margin_jitter: float = 0.2
+    """Training draws each side's margin from ``margin +- margin_jitter``: with the box
+    always at the same place in the crop, the network would learn to fill that
+    rectangle (which satisfies both losses) instead of finding the lesion."""
     channels: tuple[int, ...] = (16, 32, 64, 128)
     """U-Net widths per level (full size: 32,64,128,256,512)."""
     epochs: int = 20
@@ -79,6 +83,7 @@ class BoxInstConfig:
             "epochs": self.epochs >= 1,
             "batch_size": self.batch_size >= 1,
             "margin": 0 <= self.margin <= 2,
+            "margin_jitter": 0 <= self.margin_jitter <= self.margin,
             "tau": 0 <= self.tau <= 1,
             "threshold": 0 < self.threshold < 1,
         }
@@ -99,13 +104,20 @@ class BoxInstConfig:
 
 # ---------------------------------------------------------------------- crops
 def crop_box(
-    image: np.ndarray, box: Box, cfg: BoxInstConfig
+    image: np.ndarray, box: Box, cfg: BoxInstConfig, margins: Sequence[float] | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Box]:
-    """(crop 0-1, smoothed crop, box mask in the crop, the view it covers) for one box."""
+    """(crop 0-1, smoothed crop, box mask in the crop, the view it covers) for one box;
+    ``margins`` (before/after on each axis, fractions of the box) default to ``cfg.margin``."""
     if np.ndim(image) != 2:
         raise FlipsegError(f"boxinst segments 2D images, got shape {np.shape(image)}")
     box = box.validate(image.shape)
-    view = box.expand(cfg.margin, relative=True).clip(image.shape)
+    if margins is None:
+        view = box.expand(cfg.margin, relative=True).clip(image.shape)
+    else:
+        ext = np.asarray(box.shape, float)
+        lo = [int(np.floor(b - m * e)) for b, m, e in zip(box.lo, margins[0::2], ext)]
+        hi = [int(np.ceil(b + m * e)) for b, m, e in zip(box.hi, margins[1::2], ext)]
+        view = Box.from_lo_hi(lo, hi).clip(image.shape)
     S = cfg.crop_size
     crop = resize(np.asarray(image, np.float32)[view.slices()], (S, S)) / 255.0
     crop = np.clip(crop, 0.0, 1.0).astype(np.float32)
@@ -208,10 +220,12 @@ def _boxinst_factory(**opts: Any) -> BoxInstSegmenter:
 
 
 # ------------------------------------------------------------------- training
-def _stack(samples: Sequence[dict[str, Any]], cfg: BoxInstConfig, desc: str, progress: bool):
+def _stack(samples: Sequence[dict[str, Any]], cfg: BoxInstConfig, rng: np.random.Generator):
+    """One epoch's training crops, each side's margin drawn around ``cfg.margin``."""
     crops, smooth, bms = [], [], []
-    for s in tqdm(samples, desc=desc, unit="box", disable=not progress, leave=False):
-        c, sm, bm, _ = crop_box(s["image"], s["box"], cfg)
+    for s in samples:
+        m = cfg.margin + rng.uniform(-cfg.margin_jitter, cfg.margin_jitter, size=4)
+        c, sm, bm, _ = crop_box(s["image"], s["box"], cfg, np.clip(m, 0.0, None))
         crops.append(c)
         smooth.append(sm)
         bms.append(bm)
@@ -248,10 +262,11 @@ def train_boxinst(
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         start, log = int(state["epoch"]) + 1, list(state["log"])
-    x, xs, bm = _stack(train, cfg, "cropping boxes", progress)
+    train = [{"image": s["image"], "box": s["box"].validate(np.shape(s["image"]))} for s in train]
     val_m = [s for s in val if s.get("mask") is not None]
     for epoch in range(start, cfg.epochs):
         t0 = time.time()
+        x, xs, bm = _stack(train, cfg, np.random.default_rng([cfg.seed, epoch]))
         net.train()
         g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         order = torch.randperm(len(x), generator=g)
