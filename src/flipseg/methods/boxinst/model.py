@@ -69,6 +69,11 @@ class BoxInstConfig:
     """Pairs with similarity below this do not enter the pairwise loss."""
     smooth_sigma: float = 1.0
     """Gaussian smoothing (pixels of the crop) before the similarity: speckle."""
+    normalize: str = "none"
+    """Crop intensities: ``none`` (value / 255) or ``percentile`` (1st-99th percentile
+    of the crop stretched to 0-1: scanners and gains differ between datasets)."""
+    intensity_aug: bool = False
+    """Training only: random gamma (0.7-1.4) and contrast (0.8-1.2) per crop."""
     threshold: float = 0.5
     fill_holes: bool = True
     largest_component: bool = True
@@ -86,6 +91,7 @@ class BoxInstConfig:
             "margin_jitter": 0 <= self.margin_jitter <= self.margin,
             "tau": 0 <= self.tau <= 1,
             "threshold": 0 < self.threshold < 1,
+            "normalize": self.normalize in ("none", "percentile"),
         }
         for name, ok in checks.items():
             if not ok:
@@ -119,7 +125,12 @@ def crop_box(
         hi = [int(np.ceil(b + m * e)) for b, m, e in zip(box.hi, margins[1::2], ext)]
         view = Box.from_lo_hi(lo, hi).clip(image.shape)
     S = cfg.crop_size
-    crop = resize(np.asarray(image, np.float32)[view.slices()], (S, S)) / 255.0
+    crop = resize(np.asarray(image, np.float32)[view.slices()], (S, S))
+    if cfg.normalize == "percentile":
+        lo_v, hi_v = np.percentile(crop, (1, 99))
+        crop = (crop - lo_v) / max(float(hi_v - lo_v), 1e-3)
+    else:
+        crop = crop / 255.0
     crop = np.clip(crop, 0.0, 1.0).astype(np.float32)
     smooth = ndimage.gaussian_filter(crop, cfg.smooth_sigma) if cfg.smooth_sigma > 0 else crop
     bm = np.zeros((S, S), np.float32)
@@ -221,11 +232,16 @@ def _boxinst_factory(**opts: Any) -> BoxInstSegmenter:
 
 # ------------------------------------------------------------------- training
 def _stack(samples: Sequence[dict[str, Any]], cfg: BoxInstConfig, rng: np.random.Generator):
-    """One epoch's training crops, each side's margin drawn around ``cfg.margin``."""
+    """One epoch's training crops, each side's margin drawn around ``cfg.margin``
+    (and, with ``intensity_aug``, a random gamma and contrast per crop)."""
     crops, smooth, bms = [], [], []
     for s in samples:
         m = cfg.margin + rng.uniform(-cfg.margin_jitter, cfg.margin_jitter, size=4)
         c, sm, bm, _ = crop_box(s["image"], s["box"], cfg, np.clip(m, 0.0, None))
+        if cfg.intensity_aug:
+            gamma, gain = np.exp(rng.uniform(np.log(0.7), np.log(1.4))), rng.uniform(0.8, 1.2)
+            c = np.clip(0.5 + gain * (c**gamma - 0.5), 0, 1).astype(np.float32)
+            sm = np.clip(0.5 + gain * (sm**gamma - 0.5), 0, 1).astype(np.float32)
         crops.append(c)
         smooth.append(sm)
         bms.append(bm)
