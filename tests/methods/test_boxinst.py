@@ -59,9 +59,12 @@ def test_crop_box_maps_the_box_into_the_crop():
         crop_box(np.zeros((4, 10, 10)), Box.parse("1,1,5,5,0,2"), cfg)
 
 
-def test_boxinst_needs_a_model_and_validates_options():
-    with pytest.raises(FlipsegError, match="--model"):
-        BoxInstSegmenter()
+def test_boxinst_model_errors_and_options(tmp_path):
+    with pytest.raises(FlipsegError, match="not found"):
+        BoxInstSegmenter(model=tmp_path / "missing")
+    (tmp_path / "junk.pt").write_bytes(b"not a model")
+    with pytest.raises(FlipsegError, match="cannot read"):
+        BoxInstSegmenter(model=tmp_path / "junk.pt")
     with pytest.raises(FlipsegError, match="crop_size"):
         BoxInstConfig(crop_size=30)
 
@@ -83,9 +86,9 @@ def test_train_and_evaluate_boxinst_from_the_cli(tmp_path, capsys):
     assert main(["evaluate", "--dataset", "phantom2d", "--method", "boxinst", "--model", str(run),
                  "--out", str(out), "--no-progress"]) == 0
     assert (out / "summary.json").exists()
-    assert main(["evaluate", "--dataset", "phantom2d", "--method", "boxinst",
-                 "--out", str(out), "--no-progress"]) == 2
-    assert "--model" in capsys.readouterr().err
+    assert main(["evaluate", "--dataset", "phantom2d", "--method", "boxinst", "--model",
+                 str(tmp_path / "nothing"), "--out", str(out), "--no-progress"]) == 2
+    assert "model not found" in capsys.readouterr().err
     assert main(["train", "boxinst", "--dataset", "phantom2d", "--out", str(run),
                  "--set", "nope=1"]) == 2
 

@@ -17,6 +17,7 @@ import csv
 import json
 import time
 from dataclasses import asdict, dataclass, fields
+from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -34,7 +35,14 @@ from flipseg.networks.unet import build_unet
 from flipseg.resize import resize
 from flipseg.segmenters import SEGMENTERS, Segmenter
 
-__all__ = ["BoxInstConfig", "BoxInstModel", "BoxInstSegmenter", "train_boxinst", "crop_box"]
+__all__ = [
+    "BoxInstConfig",
+    "BoxInstModel",
+    "BoxInstSegmenter",
+    "crop_box",
+    "default_model_path",
+    "train_boxinst",
+]
 
 CHECKPOINT = "boxinst_checkpoint.pt"
 MODEL_FILE = "boxinst_model.pt"
@@ -203,18 +211,26 @@ class BoxInstModel:
         return out
 
 
+def default_model_path() -> Path:
+    """The box-supervised U-Net shipped inside the package (BUS-BRA folds 1-4 boxes)."""
+    return Path(str(resources.files("flipseg") / "models" / "boxinst2d.pt"))
+
+
 class BoxInstSegmenter(Segmenter):
-    """``--method boxinst --model RUN``: the trained box-supervised U-Net."""
+    """``--method boxinst [--model RUN]``: the trained box-supervised U-Net (the shipped
+    one when ``model`` is not given)."""
 
     name = "boxinst"
     dims = (2,)
 
     def __init__(self, model: str | Path | None = None, batch_size: int = 64) -> None:
         if model is None:
-            raise FlipsegError(
-                "boxinst needs a trained model: --model RUN (train one with "
-                "`flipseg train boxinst --dataset bus-bra --fold 5 --out RUN`)"
-            )
+            model = default_model_path()
+            if not model.exists():
+                raise FlipsegError(
+                    "boxinst needs a trained model: --model RUN (train one with "
+                    "`flipseg train boxinst --dataset bus-bra --fold 5 --out RUN`)"
+                )
         self.model = BoxInstModel.load(model)
         self.batch_size = batch_size
 
