@@ -1,0 +1,33 @@
+"""The models shipped in the package load and give sensible masks on real/synthetic data."""
+
+import numpy as np
+import pytest
+
+from flipseg.data import load_dataset, make_phantom_3d
+from flipseg.methods.flip.infer import FlipModel, default_model_path
+from flipseg.metrics import compute_dice
+
+
+@pytest.fixture(scope="module")
+def samples():
+    return load_dataset("samples")[:3]
+
+
+def test_flip2d_model_segments_the_bundled_samples(samples):
+    model = FlipModel.load(default_model_path(2))
+    assert model.cfg.dims == 2
+    res = model.segment_many([s["image"] for s in samples], [s["box"] for s in samples])
+    dice = [compute_dice(r.mask, s["mask"]) for r, s in zip(res, samples)]
+    assert np.mean(dice) > 0.6
+    for r, s in zip(res, samples):
+        assert not (r.mask & ~s["box"].to_mask(s["image"].shape)).any()
+        assert r.curves["normal_score"][-1] >= r.curves["normal_score"][0]
+
+
+def test_flip3d_model_segments_a_phantom_lesion():
+    model = FlipModel.load(default_model_path(3))
+    assert model.cfg.dims == 3
+    ph = make_phantom_3d(seed=1000)
+    res = model.segment_many([ph["image"]] * len(ph["boxes"]), ph["boxes"])
+    dice = [compute_dice(r.mask, m) for r, m in zip(res, ph["lesion_masks"])]
+    assert np.mean(dice) > 0.6
