@@ -129,7 +129,12 @@ def run_demo(args: argparse.Namespace) -> int:
                  overlay(s["image"], m, gt=s.get("mask"), box=s["box"]))
     print(f"{method}: segmented {len(samples)} images in {time.time() - t0:.1f} s -> {out}")
     methods = {method: seg}
-    for ref in ("ellipse", "grabcut"):  # the floor and the strongest classic baseline
+    refs = ["ellipse", "grabcut"]  # the floor and the strongest classic baseline
+    from flipseg.methods.boxinst.model import default_model_path as boxinst_model
+
+    if boxinst_model().exists():
+        refs.insert(0, "boxinst")  # the shipped box-supervised U-Net
+    for ref in refs:
         if ref != method:
             methods[ref] = get_segmenter(ref)
     res = evaluate_methods(samples, methods, dataset="samples (BUS-BRA)", out_dir=out / "metrics",
