@@ -34,27 +34,35 @@ def _episodes(cfg, n_segments=40):
     return eps
 
 
-def _run(env, actions_for):
+def _run(env, actions_for, states=None):
     rewards, steps = [], 0
     while not env.all_done():
-        env.observe()
+        obs = env.observe()
+        if states is not None:
+            states.append(obs[0])
         rewards.append(env.step(actions_for(env, steps)))
         steps += 1
     return rewards
 
 
-@pytest.mark.parametrize("attribution", ["per_agent", "joint"])
-def test_vectorised_equals_sequential(attribution):
-    cfg = FlipConfig(agents=2, state_size=16, reward_attribution=attribution, stop_margin=0.0)
+@pytest.mark.parametrize("attribution,global_view", [("per_agent", False), ("joint", False),
+                                                     ("per_agent", True)])
+def test_vectorised_equals_sequential(attribution, global_view):
+    cfg = FlipConfig(agents=2, state_size=16, reward_attribution=attribution, stop_margin=0.0,
+                     global_view=global_view, csr_tolerance=0.001 * global_view)
     eps = _episodes(cfg)
     table = np.random.default_rng(5).integers(0, 2, size=(len(eps), 500, cfg.agents))
 
     vec = VecErasingEnv(eps, cfg, _scorer)
-    vec_rewards = _run(vec, lambda env, t: table[:, t])
+    vec_states = []
+    vec_rewards = _run(vec, lambda env, t: table[:, t], vec_states)
     vec_masks = vec.masks()
     for e, ep in enumerate(eps):
         one = VecErasingEnv([ep], cfg, _scorer)
-        one_rewards = _run(one, lambda env, t, e=e: table[e : e + 1, t])
+        one_states = []
+        one_rewards = _run(one, lambda env, t, e=e: table[e : e + 1, t], one_states)
+        for t in range(len(one_states)):
+            np.testing.assert_array_equal(one_states[t][0], vec_states[t][e])
         n = int(one.t[0])
         assert n == int(vec.t[e])
         for t in range(n):
@@ -113,3 +121,16 @@ def test_perfect_policy_reaches_high_dice_and_flips():
     # erasing a lesion superpixel is rewarded on average
     total = sum(r[0].sum() for r in rewards)
     assert total > 0
+
+
+def test_global_view_shows_the_erased_region_and_current_superpixel():
+    cfg = FlipConfig(agents=2, state_size=16, global_view=True, stop_margin=0.0)
+    env = VecErasingEnv(_episodes(cfg)[:1], cfg, _scorer)
+    states, _, _ = env.observe()
+    C = states.shape[2]
+    assert C == cfg.frames + 1 + 3
+    assert states[0, :, C - 2].max() == 0  # nothing erased yet
+    assert states[0, 0, C - 1].max() == 255  # the current superpixel is marked
+    env.step(np.ones((1, 2), int))
+    states, _, _ = env.observe()
+    assert states[0, :, C - 2].max() == 255  # the erased superpixels now show

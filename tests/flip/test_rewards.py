@@ -33,6 +33,18 @@ def test_csr_signs():
     assert list(csr(np.array([0.2, 0.5, 0.5]), np.array([0.3, 0.5, 0.1]))) == [1, 0, -1]
 
 
+def test_csr_tolerance_counts_small_changes_as_none():
+    prev = np.array([0.2, 0.5, 0.5, 0.5])
+    now = np.array([0.204, 0.49, 0.6, 0.3])
+    assert list(csr(prev, now)) == [1, -1, 1, -1]
+    assert list(csr(prev, now, tolerance=0.02)) == [0, 0, 1, -1]
+    fg0, bg0 = _hist([50] * 5), _hist([60] * 5 + [150] * 5)
+    fg1, bg1 = _hist([50] * 5 + [60] * 5), _hist([150] * 5)
+    r = total_reward(np.array(0.5), np.array(0.501), fg0, bg0, fg1, bg1, use_idr1=False,
+                     use_idr2=False, csr_tolerance=0.01)
+    assert r == 0
+
+
 def test_idr1_threshold_and_zero():
     fg_prev = _hist([10] * 10)
     close = _hist([10] * 10 + [20] * 10)  # W1 = 5

@@ -17,8 +17,10 @@ __all__ = ["DQNAgent", "state_channels", "to_tensor"]
 
 
 def state_channels(cfg: FlipConfig) -> int:
-    """Channels of one agent's state: stacked frames (+ position mask) (+ c2f prior)."""
-    return cfg.frames + int(cfg.position_channel) + int(cfg.curriculum == "c2f")
+    """Channels of one agent's state: stacked frames (+ position mask) (+ c2f prior)
+    (+ 3 global-view channels)."""
+    return (cfg.frames + int(cfg.position_channel) + int(cfg.curriculum == "c2f")
+            + 3 * int(cfg.global_view))
 
 
 def to_tensor(states: np.ndarray, device: str = "cpu") -> torch.Tensor:

@@ -77,6 +77,10 @@ class FlipConfig:
     """Frames stacked per agent (current + previous)."""
     position_channel: bool = True
     """Add a channel marking the current superpixel inside the crop (our addition)."""
+    global_view: bool = False
+    """Add three channels showing the whole standardised box with its margin, resized to
+    the state size: the partly erased image, the erased region and the current
+    superpixel (our addition: the crop alone does not show the lesion's overall shape)."""
     aux_features: bool = True
     """Feed scalar context (distance to the centre, elliptical radius in the box, intensity
     relative to the box and to the margin around it, normal score, erased flag, traversal)
@@ -91,10 +95,18 @@ class FlipConfig:
     """Foreground intensity-distribution reward, eq. (2)."""
     use_idr2: bool = True
     """Foreground/background separation reward, eqs. (3)-(5)."""
+    use_prior: bool = False
+    """Box-prior reward (our addition): +1 for erasing a superpixel whose centroid lies
+    inside the inscribed ellipse (scaled by ``prior_radius``), -1 outside."""
+    prior_radius: float = 1.0
+    """Scale of the inscribed ellipse used by the box-prior reward."""
     idr1_reference: str = "step"
     """IDR1 compares FG_{t-1} with ``cumulative``: FG_t (eq. (2) as printed) or ``step``:
     the region erased at this step alone (penalises a superpixel unlike the foreground
     however large the foreground already is)."""
+    csr_tolerance: float = 0.0
+    """CSR counts a change of the normal score of at most this much as no change (eq. (1)'s
+    zero case for a continuous score); 0 = the sign of any change, as printed."""
     theta: float = 25.0
     """IDR1 threshold on the Wasserstein-1 distance (0-255 intensity scale)."""
     reward_attribution: str = "per_agent"
@@ -200,6 +212,8 @@ class FlipConfig:
             and all(v >= 2 for v in self.levels),
             "frames": self.frames >= 1,
             "level_reference_edge": self.level_reference_edge >= 1,
+            "csr_tolerance": 0.0 <= self.csr_tolerance < 1.0,
+            "prior_radius": self.prior_radius > 0,
         }
         for name, ok in checks.items():
             if not ok:

@@ -28,7 +28,7 @@ from scipy import ndimage
 
 from flipseg.boxes import Box
 from flipseg.methods.flip.config import FlipConfig
-from flipseg.methods.flip.rewards import superpixel_histograms, total_reward
+from flipseg.methods.flip.rewards import prior_reward, superpixel_histograms, total_reward
 from flipseg.resize import resize
 from flipseg.superpixels import superpixels
 
@@ -298,6 +298,15 @@ class VecErasingEnv:
                     raise ValueError(f"prior shape {p.shape} != state shape {ep.state_labels.shape}")
                 layers.append(np.asarray(p, np.float32))
             self.st_prior = _pad_stack(layers, 0.5, self.pad, np.float32)
+        if cfg.global_view:
+            # the whole state canvas (box + margin) resized to the crop size
+            gshape = (self.S,) * self.nd
+            self.g_orig = np.stack([resize(ep.state_orig, gshape) for ep in self.episodes])
+            self.g_filled = np.stack([resize(ep.state_filled, gshape) for ep in self.episodes])
+            self.g_labels = np.stack([
+                np.where(g < 0, nmax, g)
+                for g in (resize(ep.state_labels, gshape, order=0) for ep in self.episodes)
+            ]).astype(np.int64)  # [E, *S]
         cls_labels = [np.where(ep.cls_labels < 0, nmax, ep.cls_labels) for ep in self.episodes]
         self.cls_labels = np.stack(cls_labels).astype(np.int64)  # [E, *cls]
         self.cls_orig = np.stack([ep.cls_orig for ep in self.episodes]).astype(np.float32)
@@ -411,8 +420,23 @@ class VecErasingEnv:
             chans.append((crop_lab == sp.reshape(sp.shape + (1,) * self.nd))[:, :, None] * 255)
         if self.st_prior is not None:
             chans.append(np.rint(self.st_prior[self._crop_index(sp)] * 255)[:, :, None])
+        if self.cfg.global_view:
+            chans.append(self._global_channels(sp))
         states = np.concatenate([c.astype(np.uint8) for c in chans], axis=2)
         return states, self._aux(sp), self.active()
+
+    def _global_channels(self, sp: np.ndarray) -> np.ndarray:
+        """[E, K, 3, *S] uint8: whole-box view (partly erased), erased region, current superpixel."""
+        nd = self.nd
+        rows = np.arange(self.E).reshape((self.E,) + (1,) * nd)
+        flag = self.erased[rows, self.g_labels]  # [E, *S]
+        img = np.where(flag, self.g_filled, self.g_orig)
+        img = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+        cur = self.g_labels[:, None] == sp.reshape(sp.shape + (1,) * nd)  # [E, K, *S]
+        K = self.K
+        img_k = np.repeat(img[:, None], K, 1)
+        flag_k = np.repeat(flag[:, None], K, 1).astype(np.uint8) * 255
+        return np.stack([img_k, flag_k, cur.astype(np.uint8) * 255], axis=2)
 
     def _crop_labels(self, sp: np.ndarray) -> np.ndarray:
         return self.st_labels[self._crop_index(sp)]
@@ -487,8 +511,11 @@ class VecErasingEnv:
             r = total_reward(
                 self.score, new_score, fg_prev, bg_prev, fg_now, self.box_hist - fg_now,
                 theta=cfg.theta, use_csr=cfg.use_csr, use_idr1=cfg.use_idr1,
-                use_idr2=cfg.use_idr2, step_region=step_region,
+                use_idr2=cfg.use_idr2, step_region=step_region, csr_tolerance=cfg.csr_tolerance,
             )
+            if cfg.use_prior:
+                step_sign = np.where(new_val, 1.0, -1.0) * changed  # [E, K]
+                r = r + np.sign(prior_reward(self.radius[rows, sp], step_sign, cfg.prior_radius).sum(1))
             any_change = changed.any(1)
             r = np.where(any_change, r, 0.0)
             return np.where(self.active(), r[:, None], 0.0).astype(np.float32) * np.ones((E, K))
@@ -510,7 +537,10 @@ class VecErasingEnv:
             self.score[:, None], score_k, fg_prev[:, None], bg_prev[:, None], fg_k, bg_k,
             theta=cfg.theta, use_csr=cfg.use_csr, use_idr1=cfg.use_idr1, use_idr2=cfg.use_idr2,
             step_region=sp_hist if cfg.idr1_reference == "step" else None,
+            csr_tolerance=cfg.csr_tolerance,
         )
+        if cfg.use_prior:
+            r = r + prior_reward(self.radius[rows, sp], sign, cfg.prior_radius)
         return np.where(changed, r, 0.0).astype(np.float32)
 
     # --------------------------------------------------------------- outputs

@@ -20,6 +20,7 @@ __all__ = [
     "csr",
     "idr1",
     "idr2",
+    "prior_reward",
     "total_reward",
 ]
 
@@ -71,9 +72,16 @@ def _sign(x: np.ndarray) -> np.ndarray:
     return np.sign(np.nan_to_num(x, nan=0.0))
 
 
-def csr(score_prev: np.ndarray, score_now: np.ndarray) -> np.ndarray:
-    """Eq. (1): sign of the change of the classifier's *normal* score."""
-    return _sign(np.asarray(score_now, float) - np.asarray(score_prev, float))
+def csr(score_prev: np.ndarray, score_now: np.ndarray, tolerance: float = 0.0) -> np.ndarray:
+    """Eq. (1): sign of the change of the classifier's *normal* score.
+
+    ``tolerance``: changes with ``|SC_t - SC_{t-1}| <= tolerance`` count as no change
+    (0). The paper's ``= 0`` case, read for a continuous score; 0 keeps it literal.
+    """
+    delta = np.asarray(score_now, float) - np.asarray(score_prev, float)
+    if tolerance > 0:
+        delta = np.where(np.abs(delta) <= tolerance, 0.0, delta)
+    return _sign(delta)
 
 
 def idr1(fg_prev: np.ndarray, fg_now: np.ndarray, theta: float = 25.0) -> np.ndarray:
@@ -93,6 +101,18 @@ def idr2(
     return np.where(np.isnan(diff), 0.0, np.sign(np.nan_to_num(diff)))
 
 
+def prior_reward(radius: np.ndarray, sign: np.ndarray, prior_radius: float = 1.0) -> np.ndarray:
+    """Box-prior reward (our addition, not in the paper): +1 for erasing a superpixel whose
+    centroid lies inside the box's inscribed ellipse scaled by ``prior_radius``, -1 outside.
+
+    ``radius``: normalised elliptical radius of the superpixel centroids (1 = on the
+    inscribed ellipse); ``sign``: +1 erased, -1 restored, 0 unchanged. The same assumption
+    as the paper's inner-to-outer traversal (centre = lesion), made a reward.
+    """
+    inside = np.where(np.asarray(radius, float) < prior_radius, 1.0, -1.0)
+    return inside * np.asarray(sign, float)
+
+
 def total_reward(
     score_prev: np.ndarray,
     score_now: np.ndarray,
@@ -106,17 +126,18 @@ def total_reward(
     use_idr1: bool = True,
     use_idr2: bool = True,
     step_region: np.ndarray | None = None,
+    csr_tolerance: float = 0.0,
 ) -> np.ndarray:
     """R = CSR + IDR1 + IDR2 with each term switchable (ablation).
 
     ``score_*`` have shape (...), histograms (..., 256); returns shape (...).
     ``step_region``: if given, IDR1 compares FG_{t-1} with the region erased at
     this step (its histogram) instead of with FG_t (the ``idr1_reference="step"``
-    option); otherwise eq. (2) as printed.
+    option); otherwise eq. (2) as printed. ``csr_tolerance``: see :func:`csr`.
     """
     r = np.zeros(np.broadcast(np.asarray(score_prev), np.asarray(score_now)).shape)
     if use_csr:
-        r = r + csr(score_prev, score_now)
+        r = r + csr(score_prev, score_now, csr_tolerance)
     if use_idr1:
         r = r + idr1(fg_prev, fg_now if step_region is None else step_region, theta)
     if use_idr2:
