@@ -29,22 +29,32 @@ from flipseg.segmenters import get_segmenter
 
 VARIANTS: dict[str, dict] = {
     "ours": {},
-    "csr only": {"use_idr1": False, "use_idr2": False},
-    "no idr1": {"use_idr1": False},
-    "no idr2": {"use_idr2": False},
-    "no csr": {"use_csr": False},
+    # rewards (the paper's eq. (1)-(5) and our box prior)
+    "paper rewards (CSR+IDR1+IDR2, no prior)": {"use_csr": True, "use_idr1": True,
+                                                "use_prior": False, "csr_tolerance": 0.0},
+    "+ IDR1": {"use_idr1": True},
+    "no CSR": {"use_csr": False},
+    "no IDR2": {"use_idr2": False},
+    "no prior": {"use_prior": False},
+    "CSR tolerance 0": {"csr_tolerance": 0.0},
+    # state and post-processing
+    "no global view": {"global_view": False},
+    "no smoothing": {"smooth": 0.0},
+    # agents
     "agents=1": {"agents": 1},
     "agents=3": {"agents": 3},
     "agents=4": {"agents": 4},
+    "joint reward": {"reward_attribution": "joint"},
+    # curriculum
     "mixed curriculum": {"curriculum": "mixed"},
     "no curriculum (last level)": {"curriculum": "fixed"},
     "coarse-to-fine (MICCAI)": {"curriculum": "c2f"},
+    # environment
     "index order": {"order": "index"},
     "no standardisation": {"standard_short_side": 0},
     "seeds": {"superpixel_method": "seeds"},
     "lsc": {"superpixel_method": "lsc"},
     "mixup eraser": {"eraser": "mixup"},
-    "joint reward": {"reward_attribution": "joint"},
 }
 
 

@@ -73,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", default=None, help="JSON file of FlipConfig fields")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one FlipConfig field, e.g. --set agents=2 --set levels=100,200")
+    t.add_argument("--preset", choices=("cpu", "paper"), default=None,
+                   help="cpu (default: compact networks, our additions on) or paper (the "
+                        "journal paper's settings; days of CPU time)")
+    t.add_argument("--classifier-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one ClassifierConfig field, e.g. --classifier-set epochs=20")
     t.add_argument("--classifier-epochs", type=int, default=None)
     t.add_argument("--classifier-network", default=None, help="compact or resnet18")
     t.add_argument("--val-cases", type=int, default=64, help="held-out boxes for validation")

@@ -50,14 +50,19 @@ def _run(env, actions_for):
     return rewards
 
 
-@pytest.mark.parametrize("attribution", ["per_agent", "joint"])
-def test_vectorised_equals_sequential_3d(attribution):
-    cfg = _cfg(reward_attribution=attribution)
+@pytest.mark.parametrize("attribution,extras", [
+    ("per_agent", {}), ("joint", {}),
+    ("per_agent", {"global_view": True, "use_prior": True, "smooth": 0.1, "csr_tolerance": 0.01}),
+    ("joint", {"use_prior": True, "erase_cost": 0.5}),
+])
+def test_vectorised_equals_sequential_3d(attribution, extras):
+    cfg = _cfg(reward_attribution=attribution, **extras)
     eps = _episodes(cfg)
     table = np.random.default_rng(5).integers(0, 2, size=(len(eps), 200, cfg.agents))
     vec = VecErasingEnv(eps, cfg, _scorer)
     states, aux, active = vec.observe()
-    assert states.shape == (3, 4, cfg.frames + 1, 8, 8, 8) and states.dtype == np.uint8
+    channels = cfg.frames + 1 + 3 * cfg.global_view
+    assert states.shape == (3, 4, channels, 8, 8, 8) and states.dtype == np.uint8
     vec_rewards = _run(vec, lambda env, t: table[:, t])
     vec_masks = vec.masks()
     for e, ep in enumerate(eps):

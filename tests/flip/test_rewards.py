@@ -6,6 +6,7 @@ from flipseg.methods.flip.rewards import (
     csr,
     idr1,
     idr2,
+    prior_reward,
     superpixel_histograms,
     total_reward,
     wasserstein1_hist,
@@ -78,3 +79,11 @@ def test_superpixel_histograms_counts():
     assert h.shape == (3, 256)
     assert h[0, 5] == 2 and h[1, 7] == 1 and h[1, 8] == 1 and h[2, 255] == 1
     assert h.sum() == 5  # the -1 pixel is ignored
+
+
+def test_prior_reward_inside_outside_and_restores():
+    radius = np.array([0.2, 0.99, 1.0, 1.4])
+    assert list(prior_reward(radius, np.ones(4))) == [1, 1, -1, -1]
+    assert list(prior_reward(radius, -np.ones(4))) == [-1, -1, 1, 1]  # restoring flips it
+    assert list(prior_reward(radius, np.zeros(4))) == [0, 0, 0, 0]
+    assert list(prior_reward(radius, np.ones(4), prior_radius=1.2)) == [1, 1, 1, -1]

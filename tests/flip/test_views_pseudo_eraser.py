@@ -243,3 +243,26 @@ def test_dataset_fill_labels_follow_ratio():
             assert changed.mean() <= 0.4 + tol
         else:
             assert changed.mean() >= 0.6 - tol
+
+
+def test_residual_fill_scheme_clears_the_centre_only_for_normal():
+    from flipseg.methods.flip.pseudo import _residual_fill
+
+    cfg = _dataset_cfg(fill_scheme="residual")
+    order = np.arange(50)
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        ratio, o = _residual_fill(order, NORMAL, cfg, rng)
+        assert ratio >= cfg.residual_normal_min and np.array_equal(o, order)
+        ratio, o = _residual_fill(order, NODULE, cfg, rng)
+        if np.array_equal(o, order):  # inner-first: the lesion's rim is still visible
+            assert ratio <= cfg.residual_inner_max
+        elif np.array_equal(o, order[::-1]):  # outer-first: the centre is still visible
+            assert ratio <= cfg.residual_outer_max
+        else:  # scattered remnants
+            assert sorted(o) == list(order) and ratio <= cfg.residual_random_max
+    with pytest.raises(FlipsegError):
+        _dataset_cfg(fill_scheme="magic")
+    samples = [_blob_image(s) for s in range(2)]
+    ds = PseudoSampleDataset(samples, _dataset_cfg(fill_prob=1.0, fill_scheme="residual"), seed=0)
+    assert [ds[i][1] for i in range(4)] == [NODULE, NODULE, NORMAL, NORMAL]

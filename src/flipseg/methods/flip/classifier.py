@@ -35,6 +35,7 @@ from flipseg.networks.classifier import build_classifier
 __all__ = [
     "CHECKPOINT",
     "CLASSIFIER_3D_PRESET",
+    "CLASSIFIER_PAPER_PRESET",
     "ClassifierConfig",
     "FlipClassifier",
     "evaluate_classifier",
@@ -64,6 +65,11 @@ CLASSIFIER_3D_PRESET: dict[str, Any] = {
     "negatives": 4,
     "epochs": 20,
 }
+
+
+#: What ``flipseg train flip --preset paper`` changes: the paper's ResNet18 and its
+#: fill-ratio labels.
+CLASSIFIER_PAPER_PRESET: dict[str, Any] = {"network": "resnet18", "fill_scheme": "ratio"}
 
 
 @dataclass
@@ -99,10 +105,28 @@ class ClassifierConfig:
     fill_prob: float = 0.5
     """Probability that a sample is the lesion box partly filled from an eraser
     candidate (superpixel-filling augmentation) instead of a random box."""
+    fill_scheme: str = "ratio"
+    """How filled samples are labelled. ``ratio`` (the paper): a ratio ``r`` of the box is
+    filled, ``r <= 0.5`` is a nodule and ``r >= 0.5`` normal tissue. ``residual`` (ours):
+    a nodule whenever part of the lesion is left visible (random-order fills up to
+    ``residual_random_max``, inner-to-outer fills up to ``residual_inner_max``, outer-to-
+    inner fills up to ``residual_outer_max``), normal only once the centre of the box is
+    cleared (inner-to-outer fills of at least ``residual_normal_min``). It makes the
+    normal score respond to lesion left unerased rather than to the filled area."""
     fill_gap: float = 0.05
-    """Fill ratios within this distance of 0.5 are never drawn."""
+    """``ratio`` scheme: fill ratios within this distance of 0.5 are never drawn."""
     fill_random_order: float = 0.3
-    """Probability of filling superpixels in random order instead of inner-to-outer."""
+    """``ratio`` scheme: probability of filling superpixels in random order instead of
+    inner-to-outer."""
+    residual_random_max: float = 0.7
+    """``residual`` scheme: largest ratio of a random-order (nodule) fill."""
+    residual_inner_max: float = 0.5
+    """``residual`` scheme: largest ratio of an inner-to-outer nodule fill."""
+    residual_outer_max: float = 0.6
+    """``residual`` scheme: largest ratio of an outer-to-inner (nodule) fill."""
+    residual_normal_min: float = 0.8
+    """``residual`` scheme: smallest ratio of an inner-to-outer normal fill (the inscribed
+    ellipse covers pi/4 ~ 0.79 of a box)."""
     superpixels: int = 200
     """Superpixels per box for the filling augmentation."""
     superpixel_side: int = 0
@@ -137,6 +161,11 @@ class ClassifierConfig:
             "fill_prob": 0.0 <= self.fill_prob <= 1.0,
             "fill_gap": 0.0 < self.fill_gap < 0.5,
             "fill_random_order": 0.0 <= self.fill_random_order <= 1.0,
+            "fill_scheme": self.fill_scheme in ("ratio", "residual"),
+            "residual_random_max": 0.0 < self.residual_random_max <= 1.0,
+            "residual_inner_max": 0.0 < self.residual_inner_max < self.residual_normal_min,
+            "residual_outer_max": 0.0 < self.residual_outer_max <= 1.0,
+            "residual_normal_min": 0.0 < self.residual_normal_min <= 1.0,
             "superpixels": self.superpixels >= 2,
             "gamma_min": 0 < self.gamma_min <= self.gamma_max,
         }

@@ -9,7 +9,15 @@ from typing import Any
 
 from flipseg.errors import FlipsegError
 
-__all__ = ["FlipConfig", "PAPER_2D_LEVELS", "PAPER_3D_LEVELS", "CPU_3D_PRESET", "default_config"]
+__all__ = [
+    "FlipConfig",
+    "PAPER_2D_LEVELS",
+    "PAPER_3D_LEVELS",
+    "CPU_3D_PRESET",
+    "PAPER_2D_PRESET",
+    "PRESETS",
+    "default_config",
+]
 
 #: The paper's curricula (number of superpixels/supervoxels per level).
 PAPER_2D_LEVELS = (100, 1000, 2000)
@@ -100,6 +108,9 @@ class FlipConfig:
     inside the inscribed ellipse (scaled by ``prior_radius``), -1 outside."""
     prior_radius: float = 1.0
     """Scale of the inscribed ellipse used by the box-prior reward."""
+    erase_cost: float = 0.0
+    """Subtracted from the reward of every erase (our addition; breaks ties between
+    disagreeing reward terms towards *pass*). 0 = the paper."""
     idr1_reference: str = "step"
     """IDR1 compares FG_{t-1} with ``cumulative``: FG_t (eq. (2) as printed) or ``step``:
     the region erased at this step alone (penalises a superpixel unlike the foreground
@@ -194,6 +205,9 @@ class FlipConfig:
     """Fill holes of the erased region."""
     largest_component: bool = True
     """Keep the largest connected component of the erased region."""
+    smooth: float = 0.0
+    """Morphological opening + closing of the mask with a disk (ball) whose radius is this
+    fraction of the box's shortest side (0 = off); the papers post-process their masks."""
 
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form notes kept with the run (not used by the code)."""
@@ -214,6 +228,8 @@ class FlipConfig:
             "level_reference_edge": self.level_reference_edge >= 1,
             "csr_tolerance": 0.0 <= self.csr_tolerance < 1.0,
             "prior_radius": self.prior_radius > 0,
+            "erase_cost": self.erase_cost >= 0,
+            "smooth": 0.0 <= self.smooth < 0.5,
         }
         for name, ok in checks.items():
             if not ok:
@@ -248,10 +264,50 @@ class FlipConfig:
         return FlipConfig.from_dict(d)
 
 
-def default_config(dims: int = 2) -> FlipConfig:
-    """The CPU preset for ``dims`` (2: the dataclass defaults; 3: :data:`CPU_3D_PRESET`)."""
-    if dims == 2:
-        return FlipConfig()
-    if dims == 3:
-        return FlipConfig(**CPU_3D_PRESET)
-    raise FlipsegError(f"Flip Learning works on 2D or 3D images, got dims={dims!r}")
+#: The journal paper's 2D settings (``flipseg train flip --preset paper``): rewards
+#: CSR + IDR1 + IDR2 as printed, none of our additions, 100/1000/2000 superpixels (20
+#: epochs each, then the last level), ResNet18 Q-network, 100 epochs at lr 5e-5, a batch
+#: of 64 and an 8000-transition replay. Days of CPU time: for a GPU.
+PAPER_2D_PRESET: dict[str, Any] = {
+    "use_csr": True,
+    "use_idr1": True,
+    "use_idr2": True,
+    "use_prior": False,
+    "csr_tolerance": 0.0,
+    "erase_cost": 0.0,
+    "global_view": False,
+    "position_channel": False,
+    "aux_features": False,
+    "smooth": 0.0,
+    "levels": PAPER_2D_LEVELS,
+    "epochs_per_level": 20,
+    "epochs": 100,
+    "q_network": "resnet18",
+    "lr": 5e-5,
+    "batch_size": 64,
+    "learn_every": 1,
+    "replay_size": 8000,
+}
+
+#: Preset name -> dims -> overrides of the dataclass defaults.
+PRESETS: dict[str, dict[int, dict[str, Any]]] = {
+    "cpu": {2: {}, 3: CPU_3D_PRESET},
+    "paper": {2: PAPER_2D_PRESET, 3: {**CPU_3D_PRESET, **{
+        k: v for k, v in PAPER_2D_PRESET.items() if k not in ("levels", "epochs_per_level")
+    }, "levels": PAPER_3D_LEVELS, "level_reference_edge": 64, "epochs": 150,
+        "epochs_per_level": 20}},
+}
+
+
+def default_config(dims: int = 2, preset: str = "cpu") -> FlipConfig:
+    """The configuration of a preset for ``dims``.
+
+    ``cpu`` (default): 2D = the dataclass defaults, 3D = :data:`CPU_3D_PRESET`;
+    ``paper``: the journal paper's settings (:data:`PAPER_2D_PRESET`; in 3D its
+    five-level curriculum on 64-voxel reference boxes).
+    """
+    if preset not in PRESETS:
+        raise FlipsegError(f"unknown flip preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    if dims not in (2, 3):
+        raise FlipsegError(f"Flip Learning works on 2D or 3D images, got dims={dims!r}")
+    return FlipConfig(**PRESETS[preset][dims])

@@ -227,8 +227,25 @@ def _pad_stack(arrays: Sequence[np.ndarray], fill: float, pad: int, dtype) -> np
     return out
 
 
-def postprocess_mask(mask: np.ndarray, *, fill_holes: bool, largest: bool) -> np.ndarray:
-    """Hole filling and largest-component selection of a predicted mask."""
+def _ball(radius: int, ndim: int) -> np.ndarray:
+    grid = np.ogrid[tuple(slice(-radius, radius + 1) for _ in range(ndim))]
+    return sum(g.astype(float) ** 2 for g in grid) <= radius**2
+
+
+def postprocess_mask(
+    mask: np.ndarray, *, fill_holes: bool, largest: bool, smooth_radius: int = 0
+) -> np.ndarray:
+    """Smoothing, largest-component selection and hole filling of a predicted mask.
+
+    ``smooth_radius`` (pixels/voxels): morphological opening then closing with a
+    disk/ball of that radius, which removes the superpixel staircase and thin spurs;
+    skipped when it would erase the whole mask.
+    """
+    if smooth_radius > 0 and mask.any():
+        ball = _ball(int(smooth_radius), mask.ndim)
+        smoothed = ndimage.binary_closing(ndimage.binary_opening(mask, ball), ball)
+        if smoothed.any():
+            mask = smoothed
     if largest and mask.any():
         lab, n = ndimage.label(mask)
         if n > 1:
@@ -516,6 +533,7 @@ class VecErasingEnv:
             if cfg.use_prior:
                 step_sign = np.where(new_val, 1.0, -1.0) * changed  # [E, K]
                 r = r + np.sign(prior_reward(self.radius[rows, sp], step_sign, cfg.prior_radius).sum(1))
+            r = r - cfg.erase_cost * (np.where(new_val, 1.0, -1.0) * changed).sum(1)
             any_change = changed.any(1)
             r = np.where(any_change, r, 0.0)
             return np.where(self.active(), r[:, None], 0.0).astype(np.float32) * np.ones((E, K))
@@ -541,6 +559,7 @@ class VecErasingEnv:
         )
         if cfg.use_prior:
             r = r + prior_reward(self.radius[rows, sp], sign, cfg.prior_radius)
+        r = r - cfg.erase_cost * sign
         return np.where(changed, r, 0.0).astype(np.float32)
 
     # --------------------------------------------------------------- outputs
@@ -566,8 +585,10 @@ class VecErasingEnv:
             inside = ep.labels >= 0
             canvas[inside] = flags[ep.labels[inside]]
             m_view = resize(canvas, ep.view.shape) > 0.5
+            radius = int(round(self.cfg.smooth * min(ep.box.shape)))
             m_view = postprocess_mask(
-                m_view, fill_holes=self.cfg.fill_holes, largest=self.cfg.largest_component
+                m_view, fill_holes=self.cfg.fill_holes, largest=self.cfg.largest_component,
+                smooth_radius=radius,
             )
             full = np.zeros(ep.image_shape, bool)
             full[ep.view.slices()] = m_view

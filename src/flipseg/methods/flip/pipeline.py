@@ -22,6 +22,7 @@ from flipseg.errors import FlipsegError
 from flipseg.io_utils import atomic_write_text
 from flipseg.methods.flip.classifier import (
     CLASSIFIER_3D_PRESET,
+    CLASSIFIER_PAPER_PRESET,
     ClassifierConfig,
     train_classifier,
 )
@@ -145,11 +146,13 @@ def train_flip_cli(args: argparse.Namespace) -> int:
     dims = getattr(args, "dims", None) or data_dims
     if dims != data_dims:
         raise FlipsegError(f"--dims {dims} but dataset {dataset!r} holds {data_dims}D images")
-    # a config file is complete; otherwise start from the CPU preset of these dims
-    cfg = FlipConfig.load(args.config) if args.config else default_config(dims)
+    # a config file is complete; otherwise start from the preset of these dims
+    preset = getattr(args, "preset", None) or "cpu"
+    cfg = FlipConfig.load(args.config) if args.config else default_config(dims, preset)
     cfg = cfg.with_overrides(**parse_overrides(args.set))
     saved = Path(args.out) / "config.json"
-    if saved.exists() and not args.config and not args.set:
+    resuming = saved.exists() and not args.config and not args.set
+    if resuming:
         cfg = FlipConfig.load(saved)  # resuming: keep the run's own configuration
     if cfg.dims != data_dims:
         raise FlipsegError(
@@ -159,9 +162,18 @@ def train_flip_cli(args: argparse.Namespace) -> int:
     n_val = min(args.val_cases, max(1, len(samples) // 10))
     frac = n_val / len(samples)
     train_s, val_s = split_by_patient(samples, (1 - frac, frac), seed=cfg.seed)
-    preset = dict(CLASSIFIER_3D_PRESET) if cfg.dims == 3 else {}
-    preset.update(seed=cfg.seed, input_size=cfg.classifier_size, margin=cfg.margin, dims=cfg.dims)
-    ccfg = ClassifierConfig(**preset)
+    saved_c = Path(args.out) / "classifier" / "classifier_config.json"
+    if resuming and saved_c.exists() and not getattr(args, "classifier_set", None):
+        ccfg = ClassifierConfig.from_dict(json.loads(saved_c.read_text()))
+    else:
+        cpre = dict(CLASSIFIER_3D_PRESET) if cfg.dims == 3 else {}
+        if preset == "paper":
+            cpre.update(CLASSIFIER_PAPER_PRESET)
+        cpre.update(seed=cfg.seed, input_size=cfg.classifier_size, margin=cfg.margin,
+                    dims=cfg.dims)
+        cpre.update(parse_overrides(getattr(args, "classifier_set", None) or [],
+                                    ClassifierConfig, "classifier"))
+        ccfg = ClassifierConfig(**cpre)
     if args.classifier_epochs is not None:
         ccfg.epochs = args.classifier_epochs
     if args.classifier_network:

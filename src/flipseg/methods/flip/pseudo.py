@@ -266,6 +266,22 @@ def _cache_box(
     return _BoxCache(image, box, canvas, canvas_box, sources, labels, order)
 
 
+def _residual_fill(
+    inner_order: np.ndarray, label: int, cfg: "ClassifierConfig", rng: np.random.Generator
+) -> tuple[float, np.ndarray]:
+    """(ratio, order) of a ``residual``-scheme fill: nodules keep part of the lesion
+    visible (random, inner-first or outer-first order, a third each), normal tissue has
+    the centre cleared (inner-first, ratio >= ``residual_normal_min``)."""
+    if label == NORMAL:
+        return rng.uniform(cfg.residual_normal_min, 1.0), inner_order
+    kind = int(rng.integers(3))
+    if kind == 0:
+        return rng.uniform(0.0, cfg.residual_random_max), rng.permutation(inner_order)
+    if kind == 1:
+        return rng.uniform(0.0, cfg.residual_inner_max), inner_order
+    return rng.uniform(0.0, cfg.residual_outer_max), inner_order[::-1]
+
+
 @functools.lru_cache(maxsize=8)
 def _base_grid(shape: tuple[int, ...]) -> torch.Tensor:
     """Homogeneous normalised pixel centres ``[*shape, nd + 1]`` in (x, y[, z], 1) order."""
@@ -365,13 +381,14 @@ class PseudoSampleDataset(Dataset):
         return t, label
 
     def _filled(self, c: _BoxCache, label: int, rng: np.random.Generator) -> np.ndarray:
-        gap = self.cfg.fill_gap
-        ratio = rng.uniform(0.0, 0.5 - gap) if label == NODULE else rng.uniform(0.5 + gap, 1.0)
-        if rng.random() < self.cfg.fill_random_order:
-            order = rng.permutation(c.order)
-        else:
-            order = c.order
+        cfg = self.cfg
         src = c.sources[int(rng.integers(len(c.sources)))]
+        if cfg.fill_scheme == "residual":
+            ratio, order = _residual_fill(c.order, label, cfg, rng)
+        else:
+            gap = cfg.fill_gap
+            ratio = rng.uniform(0.0, 0.5 - gap) if label == NODULE else rng.uniform(0.5 + gap, 1.0)
+            order = rng.permutation(c.order) if rng.random() < cfg.fill_random_order else c.order
         return superpixel_fill(c.canvas, c.canvas_box, src, c.labels, order, ratio)
 
     def _augment(self, t: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
