@@ -55,14 +55,15 @@ def test_c2f_needs_two_levels():
 def test_prior_channel_shows_no_prior_then_the_given_prior():
     cfg = _cfg()
     eps = _episodes(cfg, 40)
-    assert state_channels(cfg) == cfg.frames + 2
+    assert state_channels(cfg) == cfg.frames + 2 + 3 * cfg.global_view
     states, _, _ = VecErasingEnv(eps, cfg, _scorer).observe()
-    assert states.shape[2] == cfg.frames + 2
-    assert np.all(states[:, :, -1] == 128)  # 0.5: no prior
+    assert states.shape[2] == state_channels(cfg)
+    p = cfg.frames + 1  # frames, position channel, then the prior
+    assert np.all(states[:, :, p] == 128)  # 0.5: no prior
     priors = [np.ones(ep.state_labels.shape, np.float32) for ep in eps]
     priors[1][:] = 0.0
     states, _, _ = VecErasingEnv(eps, cfg, _scorer, priors=priors).observe()
-    assert np.all(states[0, :, -1] == 255) and np.all(states[1, :, -1] == 0)
+    assert np.all(states[0, :, p] == 255) and np.all(states[1, :, p] == 0)
     with pytest.raises(ValueError, match="shape"):
         VecErasingEnv(eps, cfg, _scorer, priors=[np.ones((3, 3))] * len(eps))
 

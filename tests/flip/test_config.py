@@ -35,3 +35,19 @@ def test_parse_overrides_types_and_errors():
         parse_overrides(["nope=1"], ClassifierConfig, "classifier")
     with pytest.raises(FlipsegError, match="not a valid"):
         parse_overrides(["agents=two"])
+
+
+def test_configs_saved_before_new_options_keep_their_behaviour(tmp_path):
+    from flipseg.methods.flip.config import LEGACY_VALUES
+
+    old = FlipConfig().to_dict()
+    for k in LEGACY_VALUES:
+        old.pop(k)
+    path = tmp_path / "config.json"
+    path.write_text(__import__("json").dumps(old))
+    cfg = FlipConfig.load(path)
+    for k, v in LEGACY_VALUES.items():
+        assert getattr(cfg, k) == v
+    new = FlipConfig()
+    new.save(path)
+    assert FlipConfig.load(path) == new  # a complete file round-trips unchanged

@@ -87,3 +87,4 @@ def test_prior_reward_inside_outside_and_restores():
     assert list(prior_reward(radius, -np.ones(4))) == [-1, -1, 1, 1]  # restoring flips it
     assert list(prior_reward(radius, np.zeros(4))) == [0, 0, 0, 0]
     assert list(prior_reward(radius, np.ones(4), prior_radius=1.2)) == [1, 1, 1, -1]
+    assert list(prior_reward(radius, np.ones(4), core_radius=0.5)) == [2, 1, -1, -1]

@@ -105,7 +105,7 @@ class ClassifierConfig:
     fill_prob: float = 0.5
     """Probability that a sample is the lesion box partly filled from an eraser
     candidate (superpixel-filling augmentation) instead of a random box."""
-    fill_scheme: str = "ratio"
+    fill_scheme: str = "residual"
     """How filled samples are labelled. ``ratio`` (the paper): a ratio ``r`` of the box is
     filled, ``r <= 0.5`` is a nodule and ``r >= 0.5`` normal tissue. ``residual`` (ours):
     a nodule whenever part of the lesion is left visible (random-order fills up to

@@ -532,7 +532,8 @@ class VecErasingEnv:
             )
             if cfg.use_prior:
                 step_sign = np.where(new_val, 1.0, -1.0) * changed  # [E, K]
-                r = r + np.sign(prior_reward(self.radius[rows, sp], step_sign, cfg.prior_radius).sum(1))
+                pr = prior_reward(self.radius[rows, sp], step_sign, cfg.prior_radius, cfg.prior_core)
+                r = r + np.sign(pr.sum(1))
             r = r - cfg.erase_cost * (np.where(new_val, 1.0, -1.0) * changed).sum(1)
             any_change = changed.any(1)
             r = np.where(any_change, r, 0.0)
@@ -558,7 +559,7 @@ class VecErasingEnv:
             csr_tolerance=cfg.csr_tolerance,
         )
         if cfg.use_prior:
-            r = r + prior_reward(self.radius[rows, sp], sign, cfg.prior_radius)
+            r = r + prior_reward(self.radius[rows, sp], sign, cfg.prior_radius, cfg.prior_core)
         r = r - cfg.erase_cost * sign
         return np.where(changed, r, 0.0).astype(np.float32)
 

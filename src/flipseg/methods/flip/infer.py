@@ -85,7 +85,7 @@ class FlipModel:
             raise FlipsegError(f"{path} is not a flipseg Flip Learning model")
         if bundle.get("classifier") is None:
             raise FlipsegError(f"{path} has no classifier inside")
-        return cls(FlipConfig.from_dict(bundle["config"]), bundle["q_network"], bundle["classifier"])
+        return cls(FlipConfig.from_saved(bundle["config"]), bundle["q_network"], bundle["classifier"])
 
     def segment_many(
         self,

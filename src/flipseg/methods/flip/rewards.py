@@ -101,16 +101,23 @@ def idr2(
     return np.where(np.isnan(diff), 0.0, np.sign(np.nan_to_num(diff)))
 
 
-def prior_reward(radius: np.ndarray, sign: np.ndarray, prior_radius: float = 1.0) -> np.ndarray:
-    """Box-prior reward (our addition, not in the paper): +1 for erasing a superpixel whose
-    centroid lies inside the box's inscribed ellipse scaled by ``prior_radius``, -1 outside.
+def prior_reward(
+    radius: np.ndarray, sign: np.ndarray, prior_radius: float = 1.0, core_radius: float = 0.0
+) -> np.ndarray:
+    """Box-prior reward (our addition, not in the paper).
+
+    +1 for erasing a superpixel whose centroid lies inside the box's inscribed ellipse
+    scaled by ``prior_radius``, -1 outside, and +2 inside the core ellipse scaled by
+    ``core_radius`` (0 = no core), enough to outweigh a negative IDR2 there. The same
+    assumption as the paper's inner-to-outer traversal (the centre is lesion), made a
+    reward.
 
     ``radius``: normalised elliptical radius of the superpixel centroids (1 = on the
-    inscribed ellipse); ``sign``: +1 erased, -1 restored, 0 unchanged. The same assumption
-    as the paper's inner-to-outer traversal (centre = lesion), made a reward.
+    inscribed ellipse); ``sign``: +1 erased, -1 restored, 0 unchanged.
     """
-    inside = np.where(np.asarray(radius, float) < prior_radius, 1.0, -1.0)
-    return inside * np.asarray(sign, float)
+    r = np.asarray(radius, float)
+    value = np.where(r < core_radius, 2.0, np.where(r < prior_radius, 1.0, -1.0))
+    return value * np.asarray(sign, float)
 
 
 def total_reward(
