@@ -23,11 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-import flipseg.methods  # noqa: F401  (registers "flip")
 from flipseg.data import load_dataset
 from flipseg.evaluate import evaluate_methods, format_table
+from flipseg.methods import register_all
 from flipseg.metrics import paired_ttest
 from flipseg.segmenters import get_segmenter
+
+register_all()  # the "flip", "flip2d-slices", "boxinst" segmenters
 
 METRICS = ("dice", "jaccard", "hd", "asd")
 

@@ -123,3 +123,22 @@ def test_train_segment_evaluate_flip_tiny(tmp_path, capsys):
                "--out", str(seg)])
     assert rc == 2
     assert "outside" in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "lanet", "--dataset", "mnist"], "unknown dataset 'mnist' for lanet"),
+    (["train", "cam-mt", "--engine", "sam"], "--engine sam needs --sam-checkpoint"),
+])
+def test_train_recipes_report_user_mistakes_in_one_line(argv, message, tmp_path, capsys):
+    assert main([*argv, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_the_parser_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, flipseg.cli; flipseg.cli.build_parser(); print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"

@@ -106,7 +106,9 @@ def _tiny_2d_model(path):
 
 
 def test_flip2d_slices_stacks_axial_slices(tmp_path):
-    import flipseg.methods  # noqa: F401
+    from flipseg.methods import register_all
+
+    register_all()
     from flipseg.segmenters import get_segmenter
 
     model = _tiny_2d_model(tmp_path / "flip2d.pt")

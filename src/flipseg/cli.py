@@ -90,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--val-cases", type=int, default=64,
                    help="held-out boxes (their masks, when known, give the validation Dice)")
     b.add_argument("--no-progress", action="store_true")
+    from flipseg.methods.cam_mt.cli import add_cam_mt_parser
+    from flipseg.methods.lanet.cli import add_lanet_parser
+
+    add_lanet_parser(tsub)
+    add_cam_mt_parser(tsub)
     return parser
 
 

@@ -18,7 +18,9 @@ __all__ = ["run_demo", "run_evaluate", "run_segment", "run_train", "load_cases",
 
 def _load_methods() -> None:
     import flipseg.baselines  # noqa: F401
-    import flipseg.methods  # noqa: F401
+    from flipseg.methods import register_all
+
+    register_all()
 
 
 def load_cases(args: argparse.Namespace) -> tuple[list[dict], list[tuple[str, str]], str]:
@@ -274,4 +276,12 @@ def run_train(args: argparse.Namespace) -> int:
         from flipseg.methods.boxinst.model import train_boxinst_cli
 
         return train_boxinst_cli(args)
+    if args.recipe == "lanet":
+        from flipseg.methods.lanet.cli import train_lanet_cli
+
+        return train_lanet_cli(args)
+    if args.recipe == "cam-mt":
+        from flipseg.methods.cam_mt.cli import train_cam_mt_cli
+
+        return train_cam_mt_cli(args)
     raise FlipsegError(f"unknown training recipe {args.recipe!r}")

@@ -1,5 +1,23 @@
-"""Method recipes. Importing this package registers their segmenters."""
+"""Method recipes.
 
-from flipseg.methods.boxinst import model as _boxinst  # noqa: F401  (registers "boxinst")
-from flipseg.methods.flip import infer as _flip_infer  # noqa: F401  (registers "flip")
-from flipseg.methods.flip import slices as _flip_slices  # noqa: F401  (registers "flip2d-slices")
+Importing this package is cheap (the CLI parser imports recipe sub-modules);
+:func:`register_all` imports the modules whose segmenters register themselves
+(``flip``, ``flip2d-slices``, ``boxinst``, ``sam``).
+"""
+
+from importlib import import_module
+
+__all__ = ["register_all"]
+
+_REGISTERING = (
+    "flipseg.methods.boxinst.model",  # "boxinst"
+    "flipseg.methods.cam_mt.engines",  # "sam"
+    "flipseg.methods.flip.infer",  # "flip"
+    "flipseg.methods.flip.slices",  # "flip2d-slices"
+)
+
+
+def register_all() -> None:
+    """Import every module that registers a segmenter (idempotent)."""
+    for name in _REGISTERING:
+        import_module(name)

@@ -1,0 +1,113 @@
+"""``flipseg train cam-mt``: the image-selection + Mean Teacher recipe on BUSI.
+
+Wiring (in ``flipseg.cli`` / ``flipseg.commands``)::
+
+    from flipseg.methods.cam_mt.cli import add_cam_mt_parser, train_cam_mt_cli
+    add_cam_mt_parser(tsub)                  # tsub: the `train` sub-parsers (dest="recipe")
+    if args.recipe == "cam-mt": return train_cam_mt_cli(args)
+
+The command reads BUSI with its normal images, splits it 80/20 by patient
+(near-duplicate group), trains on the 80% from image-level labels only and
+scores the 20% tumor images. Re-running the same command resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flipseg.errors import FlipsegError
+from flipseg.io_utils import atomic_write_text
+from flipseg.methods.cam_mt.config import CamMTConfig, apply_overrides, paper_config
+
+__all__ = ["add_cam_mt_parser", "resolve_config", "subsample", "train_cam_mt_cli"]
+
+
+def add_cam_mt_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``cam-mt`` sub-command to ``flipseg train``'s sub-parsers; returns its parser."""
+    p = subparsers.add_parser(
+        "cam-mt", help="segmentation from image-level labels: CAM image selection, pseudo masks "
+                       "from a box engine, Mean Teacher U-Net (paper 002)")
+    p.add_argument("--data-root", default=None,
+                   help="BUSI folder (benign/, malignant/, normal/); default: $FLIPSEG_DATA/BUSI "
+                        "or shared/data/BUSI")
+    p.add_argument("--engine", default=None, metavar="NAME",
+                   help="box -> mask engine for the pseudo masks: sam, flip (default), ellipse, "
+                        "grabcut, ... (any `flipseg evaluate --method` name)")
+    p.add_argument("--sam-checkpoint", default=None, metavar="PATH",
+                   help="Segment Anything checkpoint; implies --engine sam (needs "
+                        "`pip install segment-anything`)")
+    p.add_argument("--out", required=True, help="run folder (re-run the command to resume)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set classifier.epochs=5 "
+                        "--set mean_teacher.image_size=96 --set selection.alpha1=2.5")
+    p.add_argument("--preset", choices=("cpu", "paper"), default=None,
+                   help="cpu (default: compact networks, 128 px) or paper (ResNet50 at 224 px, 60 "
+                        "epochs: days of CPU time)")
+    p.add_argument("--limit", type=int, default=None,
+                   help="use a random (seeded) subset of this many images, for a quick look")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def resolve_config(args: argparse.Namespace) -> CamMTConfig:
+    """Preset (or the run folder's saved config, or the defaults), ``--set``, then the engine flags."""
+    saved = Path(args.out) / "config.json"
+    if args.preset == "paper":
+        cfg = paper_config()
+    elif args.preset is None and saved.exists():
+        cfg = CamMTConfig.from_dict(json.loads(saved.read_text()))
+    else:
+        cfg = CamMTConfig()
+    cfg = apply_overrides(cfg, args.set)
+    if args.sam_checkpoint is not None:
+        if args.engine not in (None, "sam"):
+            raise FlipsegError(f"--sam-checkpoint is for --engine sam, not --engine {args.engine}")
+        cfg = apply_overrides(cfg, ["engine=sam", f"sam_checkpoint={args.sam_checkpoint}"])
+    elif args.engine is not None:
+        cfg = apply_overrides(cfg, [f"engine={args.engine}"])
+    if cfg.engine == "sam" and cfg.sam_checkpoint is None:
+        raise FlipsegError("--engine sam needs --sam-checkpoint PATH")
+    return cfg
+
+
+def subsample(samples: list[dict[str, Any]], n: int | None, seed: int = 0) -> list[dict[str, Any]]:
+    """``n`` samples drawn with ``seed`` (all when n is None), in their input order."""
+    if n is None or n >= len(samples):
+        return list(samples)
+    if n < 1:
+        raise FlipsegError(f"--limit {n} must be at least 1")
+    keep = np.sort(np.random.default_rng(seed).permutation(len(samples))[:n])
+    return [samples[i] for i in keep]
+
+
+def train_cam_mt_cli(args: argparse.Namespace) -> int:
+    """``flipseg train cam-mt``: train on 80% of BUSI by patient, score the other 20%."""
+    from flipseg.data import load_dataset
+    from flipseg.data.splits import split_by_patient
+    from flipseg.methods.cam_mt.pipeline import run_cam_mt
+
+    cfg = resolve_config(args)
+    errors: list[tuple[str, str]] = []
+    samples = load_dataset("busi", args.data_root, errors=errors, include_normal=True)
+    for case_id, msg in errors:
+        print(f"skipped case {case_id}: {msg}")
+    samples = subsample(samples, args.limit, cfg.split_seed)
+    train, test = split_by_patient(samples, (1 - cfg.test_fraction, cfg.test_fraction), seed=cfg.split_seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "split.json", json.dumps(
+        {"train": [s["case_id"] for s in train], "test": [s["case_id"] for s in test]}, indent=2))
+    print(f"cam-mt: {len(train)} training images ({len(test)} held out), engine {cfg.engine} -> {out}")
+    summary = run_cam_mt(train, cfg, out, test_samples=test, progress=not args.no_progress)
+    print(f"selection kept {summary['n_selected']} of {summary['n_tumor']} training tumor images")
+    if summary.get("test"):
+        t = summary["test"]
+        print(f"test ({t['n']} tumor images): tumor IoU {t['tumor_iou']:.3f}, background IoU "
+              f"{t['background_iou']:.3f}, mIoU {t['miou']:.3f}")
+    print(f"model: {out / 'mean_teacher'} (CamMTModel.load)")
+    return 0

@@ -1,0 +1,292 @@
+"""Configuration of the image-selection + Mean Teacher recipe (paper 002).
+
+One dataclass per stage, all nested in :class:`CamMTConfig` and saved as
+``config.json`` in every run folder. The defaults are a CPU preset (compact
+networks, 128 px inputs, a few epochs); :func:`paper_config` gives the paper's
+sizes (ResNet50 classifier at 224 px, 60 epochs, batch 32, full-size U-Net).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Sequence
+
+from flipseg.errors import FlipsegError
+
+__all__ = [
+    "CamClassifierConfig",
+    "CamMTConfig",
+    "MeanTeacherConfig",
+    "SelectionConfig",
+    "apply_overrides",
+    "paper_config",
+]
+
+
+def _check(what: str, obj: Any, checks: dict[str, bool]) -> None:
+    for name, ok in checks.items():
+        if not ok:
+            raise FlipsegError(f"invalid {what} option {name}={getattr(obj, name)!r}")
+
+
+def _from_dict(cls: type, d: dict[str, Any]) -> Any:
+    known = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class CamClassifierConfig:
+    """The tumor-vs-normal classifier whose class activation maps drive the selection."""
+
+    variant: str = "amr"
+    """``cam``: one branch, CAM of Zhou et al. (the ResNet50-CAM baseline); ``amr``: a
+    spotlight branch plus a compensation branch with an attention-modulation module, their
+    CAMs added (in the spirit of AMR, Qin et al. 2022, which the paper uses)."""
+    backbone: str = "compact"
+    """Feature extractor of each branch: ``compact`` (small conv net, CPU default),
+    ``resnet18`` or ``resnet50`` (MONAI ResNets, randomly initialised: nothing is downloaded)."""
+    widths: tuple[int, ...] = (16, 32, 64, 128)
+    """Channels of the ``compact`` backbone's blocks; all but the last halve the resolution."""
+    shared_backbone: bool = False
+    """``amr`` only: both branches share one backbone (half the weights) instead of two."""
+    input_size: int = 128
+    """Side of the square network input (the whole image, resized); the paper's ResNet50: 224."""
+    epochs: int = 15
+    """Passes over the training images (paper: 60)."""
+    batch_size: int = 16
+    """Images per optimiser step (paper: 32)."""
+    lr: float = 1e-3
+    """Adam learning rate (paper: 0.001, betas 0.9/0.999)."""
+    weight_decay: float = 1e-4
+    """Adam weight decay."""
+    cam_loss_weight: float = 0.1
+    """``amr`` only: weight of the L1 distance between the two branches' normalised tumor CAMs."""
+    balance_classes: bool = True
+    """Weight the cross-entropy by inverse class frequency (BUSI: ~5 tumor images per normal one)."""
+    hflip: bool = True
+    """Random horizontal flips during training."""
+    cam_method: str = "cam"
+    """How maps are computed at inference: ``cam`` (class weights times features, in the
+    network) or any name of :data:`flipseg.baselines.cam.CAM_METHODS` (``gradcam``,
+    ``layercam``, ...), applied to each branch."""
+    seed: int = 0
+    """Seed of initialisation, batch order and flips."""
+    num_threads: int = 1
+    """torch CPU threads."""
+
+    def __post_init__(self) -> None:
+        self.widths = tuple(int(w) for w in self.widths)
+        _check("classifier", self, {
+            "variant": self.variant in ("cam", "amr"),
+            "backbone": self.backbone in ("compact", "resnet18", "resnet50"),
+            "widths": len(self.widths) >= 2 and min(self.widths) >= 1,
+            "input_size": self.input_size >= 16,
+            "epochs": self.epochs >= 1,
+            "batch_size": self.batch_size >= 1,
+            "lr": self.lr > 0,
+            "cam_loss_weight": self.cam_loss_weight >= 0,
+        })
+
+
+@dataclass
+class SelectionConfig:
+    """Algorithm 1 and the selection rule (paper section II-B)."""
+
+    alpha1: float = 2.5
+    """Percent of CAM pixels in the broader ROI; that ROI also prompts the box -> mask engine."""
+    alpha2: float = 1.0
+    """Percent of CAM pixels in the narrower ROI (a little smaller than ``alpha1``)."""
+    iou_threshold: float = 0.7
+    """An image is kept when the IoU of its two ROIs is strictly greater than this."""
+    upper_intensity: int = 255
+    """Pixels of the 0-255 CAM in ``[T, upper_intensity]`` form the ROI. The paper's text
+    says 250, which would drop the peak of every map; 255 keeps it."""
+    roi_mode: str = "largest"
+    """``largest``: the ROI is the bounding box of the largest 8-connected region of the
+    selected pixels; ``all``: the bounding box of all of them (the paper's wording)."""
+
+    def __post_init__(self) -> None:
+        _check("selection", self, {
+            "alpha1": 0 < self.alpha1 <= 100,
+            "alpha2": 0 < self.alpha2 <= 100,
+            "iou_threshold": 0 <= self.iou_threshold < 1,
+            "upper_intensity": 0 <= self.upper_intensity <= 255,
+            "roi_mode": self.roi_mode in ("largest", "all"),
+        })
+
+
+@dataclass
+class MeanTeacherConfig:
+    """The segmentation U-Net, trained by Mean Teacher or plainly supervised."""
+
+    image_size: int = 128
+    """Side of the square network input (the whole image, resized)."""
+    channels: tuple[int, ...] = (16, 32, 64, 128)
+    """U-Net widths per level (full size: 32,64,128,256,512)."""
+    epochs: int = 20
+    """Passes over all training images, labelled and unlabelled (paper: 60)."""
+    batch_size: int = 8
+    """Images per optimiser step, labelled and unlabelled together (paper: 32)."""
+    labeled_batch_size: int = 4
+    """Mean Teacher: how many of each batch come from the pseudo-labelled set (at most
+    ``batch_size``; all of it when there are no unlabelled images)."""
+    lr: float = 1e-3
+    """Adam learning rate (paper: 0.001)."""
+    weight_decay: float = 0.0
+    """Adam weight decay."""
+    ema_decay: float = 0.99
+    """Teacher = ``decay`` * teacher + (1 - decay) * student after each step; early steps use
+    ``min(decay, 1 - 1 / (step + 1))`` (Tarvainen & Valpola) so the teacher is not stuck at
+    its random start."""
+    consistency_weight: float = 0.1
+    """Largest beta: weight of the student-teacher MSE of softmax outputs."""
+    rampup_epochs: float = 8.0
+    """beta rises as ``exp(-5 (1 - t / rampup_epochs)^2)`` over these epochs, then stays."""
+    teacher_noise: float = 0.1
+    """Standard deviation of Gaussian noise added to the teacher's input (0-1 intensity
+    scale, clipped at 2 standard deviations); the student sees the clean image."""
+    hflip: bool = True
+    """Random horizontal flips (the same for student and teacher)."""
+    vflip: bool = True
+    """Random vertical flips (the paper uses them)."""
+    rotate_degrees: float = 15.0
+    """Random rotations within +- this many degrees (0: none)."""
+    supervised: bool = False
+    """Plain supervised U-Net (the paper's Whole / Subset rows): CE + Dice on labelled images
+    only, no consistency, unlabelled images ignored, predictions by the student."""
+    predict_with: str = "teacher"
+    """Mean Teacher runs: which network segments new images (``teacher`` or ``student``)."""
+    threshold: float = 0.5
+    """Tumor probability above which a pixel is tumor."""
+    largest_component: bool = False
+    """Keep only the largest connected tumor region of each prediction."""
+    seed: int = 0
+    """Seed of initialisation, batch order, augmentation and noise."""
+    num_threads: int = 1
+    """torch CPU threads."""
+
+    def __post_init__(self) -> None:
+        self.channels = tuple(int(c) for c in self.channels)
+        _check("mean_teacher", self, {
+            "image_size": self.image_size >= 16
+            and self.image_size % 2 ** (len(self.channels) - 1) == 0,
+            "channels": len(self.channels) >= 2,
+            "epochs": self.epochs >= 1,
+            "batch_size": self.batch_size >= 1,
+            "labeled_batch_size": self.labeled_batch_size >= 1,
+            "lr": self.lr > 0,
+            "ema_decay": 0 <= self.ema_decay < 1,
+            "consistency_weight": self.consistency_weight >= 0,
+            "rampup_epochs": self.rampup_epochs >= 0,
+            "teacher_noise": self.teacher_noise >= 0,
+            "predict_with": self.predict_with in ("teacher", "student"),
+            "threshold": 0 < self.threshold < 1,
+        })
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["channels"] = list(self.channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "MeanTeacherConfig":
+        return _from_dict(cls, d)
+
+
+@dataclass
+class CamMTConfig:
+    """Every knob of the recipe; ``section.field`` names a nested one in ``--set``."""
+
+    classifier: CamClassifierConfig = field(default_factory=CamClassifierConfig)
+    """The CAM classifier."""
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    """Algorithm 1 and the ROI-stability rule."""
+    mean_teacher: MeanTeacherConfig = field(default_factory=MeanTeacherConfig)
+    """The segmentation network and its training."""
+    engine: str = "flip"
+    """Box -> mask engine for the pseudo labels: ``sam`` (needs ``sam_checkpoint``), ``flip``
+    (Flip Learning, the shipped model) or any registered segmenter (``ellipse``, ``grabcut``...)."""
+    engine_model: str | None = None
+    """Model file or run folder for engines that take one (``flip``, ``boxinst``, CAM baselines)."""
+    sam_checkpoint: str | None = None
+    """Segment Anything checkpoint (``sam_vit_b_01ec64.pth`` ...) for ``engine=sam``."""
+    sam_model_type: str = "vit_b"
+    """Segment Anything architecture of the checkpoint: ``vit_b``, ``vit_l`` or ``vit_h``."""
+    engine_batch_size: int = 32
+    """Boxes per engine call; the pseudo masks are saved after each call (resume)."""
+    test_fraction: float = 0.2
+    """CLI and benchmark: patient-level share of images held out for testing (paper: 20%)."""
+    split_seed: int = 0
+    """CLI and benchmark: seed of the patient-level split."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.classifier, dict):
+            self.classifier = _from_dict(CamClassifierConfig, self.classifier)
+        if isinstance(self.selection, dict):
+            self.selection = _from_dict(SelectionConfig, self.selection)
+        if isinstance(self.mean_teacher, dict):
+            self.mean_teacher = MeanTeacherConfig.from_dict(self.mean_teacher)
+        _check("cam-mt", self, {
+            "engine_batch_size": self.engine_batch_size >= 1,
+            "test_fraction": 0 < self.test_fraction < 1,
+            "sam_model_type": self.sam_model_type in ("vit_b", "vit_l", "vit_h", "default"),
+        })
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["classifier"]["widths"] = list(self.classifier.widths)
+        d["mean_teacher"]["channels"] = list(self.mean_teacher.channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "CamMTConfig":
+        return _from_dict(cls, d)
+
+
+_SECTIONS = {"classifier": CamClassifierConfig, "selection": SelectionConfig,
+             "mean_teacher": MeanTeacherConfig}
+
+
+def apply_overrides(cfg: CamMTConfig, items: Sequence[str]) -> CamMTConfig:
+    """A copy of ``cfg`` with ``["classifier.epochs=3", "engine=grabcut", ...]`` applied.
+
+    Values are converted to each field's type (tuples as ``16,32,64``; ``none`` clears an
+    optional path). Raises FlipsegError for an unknown key or a bad value.
+    """
+    from flipseg.methods.flip.pipeline import parse_overrides
+
+    d = cfg.to_dict()
+    top = {f.name for f in fields(CamMTConfig)} - set(_SECTIONS)
+    for item in items:
+        if "=" not in item:
+            raise FlipsegError(f"--set {item!r} must look like KEY=VALUE")
+        key, value = (part.strip() for part in item.split("=", 1))
+        key = key.replace("-", "_")
+        section, _, name = key.rpartition(".")
+        if section:
+            if section not in _SECTIONS:
+                raise FlipsegError(
+                    f"--set {item!r}: unknown section {section!r}; known: {', '.join(_SECTIONS)}"
+                )
+            d[section].update(parse_overrides([f"{name}={value}"], _SECTIONS[section], f"cam-mt {section}"))
+        elif key in top:
+            if key in ("engine_model", "sam_checkpoint"):
+                d[key] = None if value.lower() in ("", "none") else value
+            else:
+                d.update(parse_overrides([f"{key}={value}"], CamMTConfig, "cam-mt"))
+        else:
+            raise FlipsegError(
+                f"unknown cam-mt option {key!r}; top-level: {', '.join(sorted(top))}; or "
+                f"SECTION.FIELD with SECTION in {', '.join(_SECTIONS)}"
+            )
+    return CamMTConfig.from_dict(d)
+
+
+def paper_config() -> CamMTConfig:
+    """The paper's sizes: ResNet50 two-branch classifier at 224 px, a full-size U-Net,
+    60 epochs, batch 32 (days of CPU time)."""
+    return CamMTConfig(
+        classifier=CamClassifierConfig(backbone="resnet50", input_size=224, epochs=60, batch_size=32),
+        mean_teacher=MeanTeacherConfig(image_size=224, channels=(32, 64, 128, 256, 512), epochs=60,
+                                       batch_size=32, labeled_batch_size=16, rampup_epochs=24.0),
+    )

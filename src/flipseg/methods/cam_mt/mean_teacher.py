@@ -1,0 +1,388 @@
+"""Mean Teacher U-Net on pseudo-labelled and unlabelled images (paper 002, section II-C).
+
+Student and teacher are the same two-class U-Net (background, tumor) on the
+whole image resized to ``image_size`` squared. Each step takes
+``labeled_batch_size`` pseudo-labelled images and fills the batch with
+unlabelled ones; both get the same random flips and rotation, the teacher's
+input also gets Gaussian noise. The loss is equation (1) of the paper::
+
+    L = 1/2 (L_CE + L_Dice)   on the student's outputs of the labelled images
+      + beta(t) * L_MSE        between student and teacher softmax outputs, all images
+
+with ``beta(t) = consistency_weight * exp(-5 (1 - t / rampup_epochs)^2)`` for
+``t < rampup_epochs`` (Tarvainen & Valpola 2017), ``t`` in epochs. Only the
+student gets gradients; after every step the teacher becomes the exponential
+moving average of the student's weights. ``supervised=True`` gives the plain
+U-Net of the paper's Whole / Subset rows (labelled images only, no consistency).
+
+Run folder of :func:`train_mean_teacher`: ``config.json``, ``mt_checkpoint.pt``
+(after every epoch; a re-run resumes), ``train_log.csv`` and the bundle
+``cam_mt_model.pt`` that :meth:`CamMTModel.load` reads.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+from torch import nn
+from tqdm.auto import tqdm
+
+from flipseg.errors import FlipsegError
+from flipseg.io_utils import atomic_save, atomic_write_text
+from flipseg.methods.cam_mt.cams import _write_log
+from flipseg.methods.cam_mt.config import MeanTeacherConfig
+from flipseg.metrics import compute_iou
+from flipseg.networks.unet import build_unet
+from flipseg.resize import resize
+
+__all__ = [
+    "CamMTModel",
+    "augment_batch",
+    "consistency_loss",
+    "consistency_weight",
+    "ema_decay_at",
+    "ema_update",
+    "mean_teacher_loss",
+    "sigmoid_rampup",
+    "soft_dice_loss",
+    "supervised_loss",
+    "train_mean_teacher",
+]
+
+CHECKPOINT = "mt_checkpoint.pt"
+MODEL_FILE = "cam_mt_model.pt"
+_FORMAT = "flipseg-cam-mt-1"
+
+
+# ------------------------------------------------------------ pure pieces
+def sigmoid_rampup(t: float, length: float) -> float:
+    """``exp(-5 (1 - t / length)^2)`` for ``0 <= t < length``, 1 after; 1 when ``length <= 0``."""
+    if length <= 0:
+        return 1.0
+    p = min(max(float(t), 0.0), float(length)) / float(length)
+    return float(math.exp(-5.0 * (1.0 - p) ** 2))
+
+
+def consistency_weight(epoch: float, cfg: MeanTeacherConfig) -> float:
+    """beta at (fractional) epoch ``epoch``: 0 for supervised runs, else the ramped weight."""
+    if cfg.supervised:
+        return 0.0
+    return cfg.consistency_weight * sigmoid_rampup(epoch, cfg.rampup_epochs)
+
+
+def ema_decay_at(step: int, decay: float) -> float:
+    """EMA decay after ``step`` optimiser steps: ``min(decay, 1 - 1 / (step + 1))``."""
+    return min(float(decay), 1.0 - 1.0 / (int(step) + 1))
+
+
+@torch.no_grad()
+def ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
+    """In place: every teacher parameter ``= decay * teacher + (1 - decay) * student``;
+    buffers (e.g. batch-norm statistics) are copied from the student."""
+    for t, s in zip(teacher.parameters(), student.parameters(), strict=True):
+        t.mul_(decay).add_(s.detach(), alpha=1.0 - decay)
+    for t, s in zip(teacher.buffers(), student.buffers(), strict=True):
+        t.copy_(s)
+
+
+def soft_dice_loss(probs: torch.Tensor, target: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """``1 - (2 sum(p g) + eps) / (sum p + sum g + eps)`` over the whole batch.
+
+    probs : tumor probabilities ``[B, H, W]``; target : 0/1 ``[B, H, W]``.
+    """
+    target = target.float()
+    inter = (probs * target).sum()
+    return 1.0 - (2.0 * inter + eps) / (probs.sum() + target.sum() + eps)
+
+
+def supervised_loss(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """``1/2 (CE + Dice)`` of two-class logits ``[B, 2, H, W]`` against labels ``[B, H, W]``."""
+    ce = F.cross_entropy(logits, target.long())
+    dice = soft_dice_loss(torch.softmax(logits, 1)[:, 1], target)
+    return 0.5 * (ce + dice), {"ce": float(ce.detach()), "dice": float(dice.detach())}
+
+
+def consistency_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of the softmax outputs ``[B, 2, H, W]`` (teacher not differentiated)."""
+    return F.mse_loss(torch.softmax(student_logits, 1), torch.softmax(teacher_logits.detach(), 1))
+
+
+def mean_teacher_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor | None,
+    targets: torch.Tensor,
+    beta: float,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Equation (1): ``1/2 (CE + Dice)`` on the first ``len(targets)`` images + ``beta`` MSE on all.
+
+    Parameters
+    ----------
+    student_logits : ``[B, 2, H, W]``, labelled images first
+    teacher_logits : ``[B, 2, H, W]`` or None (no consistency term)
+    targets : ``[L, H, W]`` labels of the first L images (L may be 0)
+    beta : consistency weight
+
+    Returns
+    -------
+    (loss, {"sup", "ce", "dice", "mse", "beta"})
+    """
+    n = len(targets)
+    total = torch.zeros(())
+    parts = {"sup": 0.0, "ce": 0.0, "dice": 0.0, "mse": 0.0, "beta": float(beta)}
+    if n:
+        sup, sp = supervised_loss(student_logits[:n], targets)
+        total = total + sup
+        parts.update(sp, sup=sup.item())
+    if teacher_logits is not None and beta > 0:
+        mse = consistency_loss(student_logits, teacher_logits)
+        total = total + beta * mse
+        parts["mse"] = mse.item()
+    return total, parts
+
+
+def augment_batch(
+    x: torch.Tensor,
+    masks: torch.Tensor,
+    cfg: MeanTeacherConfig,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random flips and rotation per image, the same for an image and its mask.
+
+    x : ``[B, 1, S, S]`` images; masks : ``[L, S, S]`` labels of the first L images.
+    Images are resampled bilinearly (zeros outside), masks by nearest neighbour.
+    """
+    b = len(x)
+    angle = (torch.rand(b, generator=generator) * 2 - 1) * math.radians(cfg.rotate_degrees)
+    sx = torch.where(torch.rand(b, generator=generator) < (0.5 if cfg.hflip else 0.0), -1.0, 1.0)
+    sy = torch.where(torch.rand(b, generator=generator) < (0.5 if cfg.vflip else 0.0), -1.0, 1.0)
+    if cfg.rotate_degrees == 0 and not cfg.hflip and not cfg.vflip:
+        return x, masks
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 1] = cos * sx, -sin * sy
+    theta[:, 1, 0], theta[:, 1, 1] = sin * sx, cos * sy
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if len(masks):
+        m = F.grid_sample(masks[:, None].float(), grid[: len(masks)], mode="nearest",
+                          padding_mode="zeros", align_corners=False)
+        masks = m[:, 0].round().to(masks.dtype)
+    return x, masks
+
+
+# ------------------------------------------------------------------ model
+def _images(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
+    arrs = []
+    for im in images:
+        im = np.asarray(im, dtype=np.float32)
+        if im.ndim != 2:
+            raise FlipsegError(f"cam-mt segments 2D images, got shape {im.shape}")
+        arrs.append(np.clip(resize(im, (size, size)) / 255.0, 0.0, 1.0))
+    if not arrs:
+        return torch.zeros(0, 1, size, size)
+    return torch.from_numpy(np.stack(arrs).astype(np.float32))[:, None]
+
+
+def _masks(masks: Sequence[np.ndarray], size: int) -> torch.Tensor:
+    arrs = [resize(np.asarray(m).astype(np.uint8), (size, size), order=0) for m in masks]
+    if not arrs:
+        return torch.zeros(0, size, size, dtype=torch.long)
+    return torch.from_numpy(np.stack(arrs).astype(np.int64))
+
+
+class CamMTModel:
+    """A trained student/teacher pair that segments whole images.
+
+    >>> masks = CamMTModel.load("runs/cam_mt").predict(images)   # list of bool (H, W)
+    """
+
+    def __init__(self, cfg: MeanTeacherConfig, student: dict | None = None,
+                 teacher: dict | None = None) -> None:
+        self.cfg = cfg
+        self.student = build_unet(2, 1, 2, cfg.channels)
+        self.teacher = build_unet(2, 1, 2, cfg.channels)
+        if student is not None:
+            self.student.load_state_dict(student)
+        self.teacher.load_state_dict(teacher if teacher is not None else self.student.state_dict())
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.student.eval()
+        self.teacher.eval()
+
+    @classmethod
+    def load(cls, path: str | Path) -> "CamMTModel":
+        """From a bundle file, a Mean Teacher run folder, or a cam-mt run folder (its
+        ``mean_teacher/`` part)."""
+        path = Path(path)
+        if path.is_dir():
+            for cand in (path / MODEL_FILE, path / "mean_teacher" / MODEL_FILE):
+                if cand.exists():
+                    path = cand
+                    break
+            else:
+                raise FlipsegError(f"no {MODEL_FILE} in {path} or {path / 'mean_teacher'}")
+        if not path.exists():
+            raise FlipsegError(f"model not found: {path}")
+        try:
+            bundle = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # a corrupt or foreign file is a user mistake
+            raise FlipsegError(f"cannot read model file {path}: {exc}") from None
+        if not isinstance(bundle, dict) or bundle.get("format") != _FORMAT:
+            raise FlipsegError(f"{path} is not a flipseg cam-mt model")
+        return cls(MeanTeacherConfig.from_dict(bundle["config"]), bundle["student"], bundle["teacher"])
+
+    def bundle(self) -> dict[str, Any]:
+        def cpu(net: nn.Module) -> dict:
+            return {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+
+        return {"format": _FORMAT, "config": self.cfg.to_dict(), "student": cpu(self.student),
+                "teacher": cpu(self.teacher)}
+
+    def network(self, which: str | None = None) -> nn.Module:
+        """``student`` or ``teacher``; default: the student for supervised runs, else
+        ``cfg.predict_with``."""
+        which = which or ("student" if self.cfg.supervised else self.cfg.predict_with)
+        if which not in ("student", "teacher"):
+            raise FlipsegError(f"network {which!r} must be 'student' or 'teacher'")
+        return self.student if which == "student" else self.teacher
+
+    @torch.no_grad()
+    def predict_proba(self, images: Sequence[np.ndarray], *, which: str | None = None,
+                      batch_size: int = 16) -> list[np.ndarray]:
+        """Tumor probability maps (float32, each image's shape)."""
+        net = self.network(which).eval()
+        out: list[np.ndarray] = []
+        for start in range(0, len(images), batch_size):
+            chunk = images[start : start + batch_size]
+            prob = torch.softmax(net(_images(chunk, self.cfg.image_size)), 1)[:, 1].numpy()
+            out += [resize(p, np.shape(im)) for p, im in zip(prob, chunk)]
+        return out
+
+    def predict(self, images: Sequence[np.ndarray], *, which: str | None = None,
+                batch_size: int = 16) -> list[np.ndarray]:
+        """Tumor masks (bool, each image's shape) of whole images."""
+        masks = []
+        for p in self.predict_proba(images, which=which, batch_size=batch_size):
+            m = p > self.cfg.threshold
+            if self.cfg.largest_component and m.any():
+                lab, n = ndimage.label(m)
+                if n > 1:
+                    m = lab == 1 + int(np.argmax(np.bincount(lab.ravel())[1:]))
+            masks.append(m)
+        return masks
+
+
+# --------------------------------------------------------------- training
+def train_mean_teacher(
+    labeled_images: Sequence[np.ndarray],
+    labeled_masks: Sequence[np.ndarray],
+    unlabeled_images: Sequence[np.ndarray],
+    cfg: MeanTeacherConfig,
+    run_dir: str | Path,
+    *,
+    val_images: Sequence[np.ndarray] = (),
+    val_masks: Sequence[np.ndarray] = (),
+    progress: bool = True,
+) -> Path:
+    """Train student and teacher; returns the bundle path (``cam_mt_model.pt``).
+
+    ``labeled_masks`` are the (pseudo) labels of ``labeled_images``; ``unlabeled_images``
+    only enter the consistency term (ignored when ``cfg.supervised``). Validation images,
+    when given, add the mean tumor IoU of the predicting network to the log.
+
+    Raises FlipsegError when there is no labelled image or images and masks differ in number.
+    """
+    if len(labeled_images) != len(labeled_masks):
+        raise FlipsegError(f"{len(labeled_images)} labelled images but {len(labeled_masks)} masks")
+    if not len(labeled_images):
+        raise FlipsegError("Mean Teacher needs at least one labelled image (the selection kept none: "
+                           "try a lower selection.iou_threshold)")
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run / "config.json", json.dumps(cfg.to_dict(), indent=2))
+    torch.set_num_threads(max(1, cfg.num_threads))
+    torch.manual_seed(cfg.seed)
+    model = CamMTModel(cfg)
+    student, teacher = model.student, model.teacher
+    opt = torch.optim.Adam(student.parameters(), lr=cfg.lr, betas=(0.9, 0.999),
+                           weight_decay=cfg.weight_decay)
+    start, step, log = 0, 0, []
+    ckpt = run / CHECKPOINT
+    if ckpt.exists():
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        student.load_state_dict(state["student"])
+        teacher.load_state_dict(state["teacher"])
+        opt.load_state_dict(state["opt"])
+        start, step, log = int(state["epoch"]) + 1, int(state["step"]), list(state["log"])
+    size = cfg.image_size
+    xl, yl = _images(labeled_images, size), _masks(labeled_masks, size)
+    xu = _images([] if cfg.supervised else unlabeled_images, size)
+    nl, nu = len(xl), len(xu)
+    lb = cfg.batch_size if nu == 0 else min(cfg.labeled_batch_size, cfg.batch_size)
+    ub = cfg.batch_size - lb
+    steps = max(1, int(np.ceil((nl + nu) / cfg.batch_size)))
+    for epoch in range(start, cfg.epochs):
+        t0 = time.time()
+        g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+        perm_l = torch.randperm(nl, generator=g)
+        perm_u = torch.randperm(nu, generator=g) if nu else torch.zeros(0, dtype=torch.long)
+        student.train()
+        teacher.train()
+        keys = ("loss", "sup", "ce", "dice", "mse")
+        tot = dict.fromkeys(keys, 0.0)
+        bar = tqdm(range(steps), desc=f"mean teacher {epoch + 1}/{cfg.epochs}", disable=not progress,
+                   leave=False)
+        for i in bar:
+            il = perm_l[(i * lb + torch.arange(lb)) % nl]
+            xb, yb = xl[il], yl[il]
+            if ub:
+                iu = perm_u[(i * ub + torch.arange(ub)) % nu]
+                xb = torch.cat([xb, xu[iu]])
+            xb, yb = augment_batch(xb, yb, cfg, g)
+            beta = consistency_weight(epoch + i / steps, cfg)
+            student_logits = student(xb)  # [B, 2, S, S]
+            teacher_logits = None
+            if not cfg.supervised:
+                noise = (torch.randn(xb.shape, generator=g) * cfg.teacher_noise).clamp(
+                    -2 * cfg.teacher_noise, 2 * cfg.teacher_noise)
+                with torch.no_grad():
+                    teacher_logits = teacher(xb + noise)
+            loss, parts = mean_teacher_loss(student_logits, teacher_logits, yb, beta)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            ema_update(teacher, student, ema_decay_at(step, cfg.ema_decay))
+            step += 1
+            tot["loss"] += loss.item()
+            for k in keys[1:]:
+                tot[k] += parts[k]
+            bar.set_postfix(loss=f"{loss.item():.3f}", beta=f"{beta:.3f}")
+        bar.close()
+        student.eval()
+        teacher.eval()
+        row: dict[str, Any] = {"epoch": epoch + 1, **{k: v / steps for k, v in tot.items()},
+                               "beta": consistency_weight(epoch + 1, cfg)}
+        if len(val_images):
+            preds = model.predict(list(val_images))
+            row["val_tumor_iou"] = float(np.mean([compute_iou(p, m) for p, m in zip(preds, val_masks)]))
+        row["seconds"] = time.time() - t0
+        log.append(row)
+        state = {"student": student.state_dict(), "teacher": teacher.state_dict(), "opt": opt.state_dict(),
+                 "epoch": epoch, "step": step, "log": log}
+        atomic_save(ckpt, lambda p, st=state: torch.save(st, p))
+        atomic_save(run / MODEL_FILE, lambda p: torch.save(model.bundle(), p))
+        _write_log(run / "train_log.csv", log)
+        if progress:
+            tqdm.write("mean teacher " + json.dumps({k: round(v, 4) if isinstance(v, float) else v
+                                                     for k, v in row.items()}))
+    if not (run / MODEL_FILE).exists():
+        atomic_save(run / MODEL_FILE, lambda p: torch.save(model.bundle(), p))
+    return run / MODEL_FILE
