@@ -27,6 +27,7 @@ from scipy import ndimage
 from tqdm.auto import tqdm
 
 from flipseg.boxes import Box
+from flipseg.bundles import read_bundle
 from flipseg.errors import FlipsegError
 from flipseg.io_utils import atomic_save, atomic_write_text
 from flipseg.methods.boxinst.losses import pairwise_loss, projection_loss
@@ -171,17 +172,7 @@ class BoxInstModel:
 
     @classmethod
     def load(cls, path: str | Path) -> "BoxInstModel":
-        path = Path(path)
-        if path.is_dir():
-            path = path / MODEL_FILE
-        if not path.exists():
-            raise FlipsegError(f"model not found: {path}")
-        try:
-            bundle = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:
-            raise FlipsegError(f"cannot read model file {path}: {exc}") from None
-        if not isinstance(bundle, dict) or bundle.get("format") != _FORMAT:
-            raise FlipsegError(f"{path} is not a flipseg boxinst model")
+        bundle = read_bundle(path, MODEL_FILE, _FORMAT, "boxinst model")
         return cls(BoxInstConfig.from_dict(bundle["config"]), bundle["state_dict"])
 
     def bundle(self) -> dict[str, Any]:

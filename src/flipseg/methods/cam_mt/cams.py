@@ -48,6 +48,7 @@ from tqdm.auto import tqdm
 
 from flipseg.baselines.cam import CAM_METHODS, NODULE
 from flipseg.boxes import Box
+from flipseg.bundles import read_bundle
 from flipseg.errors import FlipsegError
 from flipseg.io_utils import atomic_save, atomic_write_text
 from flipseg.methods.cam_mt.config import CamClassifierConfig, SelectionConfig
@@ -407,17 +408,7 @@ def is_tumor(sample: dict[str, Any]) -> bool:
 
 def load_cam_classifier_model(path: str | Path) -> CamClassifier:
     """A trained classifier from its bundle (``cam_classifier.pt``) or its run folder."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / MODEL_FILE
-    if not path.exists():
-        raise FlipsegError(f"CAM classifier not found: {path}")
-    try:
-        bundle = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # a corrupt or foreign file is a user mistake
-        raise FlipsegError(f"cannot read model file {path}: {exc}") from None
-    if not isinstance(bundle, dict) or bundle.get("format") != _FORMAT:
-        raise FlipsegError(f"{path} is not a flipseg cam-mt classifier")
+    bundle = read_bundle(path, MODEL_FILE, _FORMAT, "cam-mt classifier")
     model = CamClassifier(CamClassifierConfig(**bundle["config"]))
     model.load_state_dict(bundle["state_dict"])
     return model.eval()

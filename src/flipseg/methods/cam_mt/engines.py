@@ -135,8 +135,9 @@ class SamSegmenter(Segmenter):
             if model is None:
                 if checkpoint is None:
                     raise FlipsegError(
-                        "the SAM engine needs a checkpoint: --sam-checkpoint PATH (e.g. "
-                        "sam_vit_b_01ec64.pth from the segment-anything project; nothing is downloaded)"
+                        "the SAM engine needs a checkpoint: --sam-checkpoint PATH (train cam-mt) or "
+                        "--model PATH (evaluate, segment), e.g. sam_vit_b_01ec64.pth from the "
+                        "segment-anything project; nothing is downloaded"
                     )
                 model = load_sam_model(checkpoint, model_type)
             predictor = import_segment_anything().SamPredictor(model)

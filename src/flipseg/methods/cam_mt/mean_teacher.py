@@ -35,6 +35,7 @@ from scipy import ndimage
 from torch import nn
 from tqdm.auto import tqdm
 
+from flipseg.bundles import read_bundle
 from flipseg.errors import FlipsegError
 from flipseg.io_utils import atomic_save, atomic_write_text
 from flipseg.methods.cam_mt.cams import _write_log
@@ -222,21 +223,7 @@ class CamMTModel:
         """From a bundle file, a Mean Teacher run folder, or a cam-mt run folder (its
         ``mean_teacher/`` part)."""
         path = Path(path)
-        if path.is_dir():
-            for cand in (path / MODEL_FILE, path / "mean_teacher" / MODEL_FILE):
-                if cand.exists():
-                    path = cand
-                    break
-            else:
-                raise FlipsegError(f"no {MODEL_FILE} in {path} or {path / 'mean_teacher'}")
-        if not path.exists():
-            raise FlipsegError(f"model not found: {path}")
-        try:
-            bundle = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # a corrupt or foreign file is a user mistake
-            raise FlipsegError(f"cannot read model file {path}: {exc}") from None
-        if not isinstance(bundle, dict) or bundle.get("format") != _FORMAT:
-            raise FlipsegError(f"{path} is not a flipseg cam-mt model")
+        bundle = read_bundle(path, (MODEL_FILE, f"mean_teacher/{MODEL_FILE}"), _FORMAT, "cam-mt model")
         return cls(MeanTeacherConfig.from_dict(bundle["config"]), bundle["student"], bundle["teacher"])
 
     def bundle(self) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from flipseg.boxes import Box
+from flipseg.bundles import read_bundle
 from flipseg.errors import FlipsegError
 from flipseg.methods.flip.agent import DQNAgent
 from flipseg.methods.flip.config import FlipConfig
@@ -72,17 +73,7 @@ class FlipModel:
 
     @classmethod
     def load(cls, path: str | Path) -> "FlipModel":
-        path = Path(path)
-        if path.is_dir():
-            path = path / "flip_model.pt"
-        if not path.exists():
-            raise FlipsegError(f"model not found: {path}")
-        try:
-            bundle = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # a corrupt or foreign file is a user mistake
-            raise FlipsegError(f"cannot read model file {path}: {exc}") from None
-        if not isinstance(bundle, dict) or bundle.get("format") != "flipseg-flip-1":
-            raise FlipsegError(f"{path} is not a flipseg Flip Learning model")
+        bundle = read_bundle(path, "flip_model.pt", "flipseg-flip-1", "Flip Learning model")
         if bundle.get("classifier") is None:
             raise FlipsegError(f"{path} has no classifier inside")
         return cls(FlipConfig.from_saved(bundle["config"]), bundle["q_network"], bundle["classifier"])

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from flipseg.bundles import read_bundle
 from flipseg.errors import FlipsegError
 from flipseg.methods.lanet.config import LANetConfig
 from flipseg.networks.lanet import LANet
@@ -93,17 +94,7 @@ class LANetModel:
     @classmethod
     def load(cls, path: str | Path) -> "LANetModel":
         """From a run folder (its ``lanet_model.pt``) or a model file."""
-        path = Path(path)
-        if path.is_dir():
-            path = path / MODEL_FILE
-        if not path.exists():
-            raise FlipsegError(f"model not found: {path}")
-        try:
-            bundle = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:
-            raise FlipsegError(f"cannot read model file {path}: {exc}") from None
-        if not isinstance(bundle, dict) or bundle.get("format") != _FORMAT:
-            raise FlipsegError(f"{path} is not a flipseg lanet model")
+        bundle = read_bundle(path, MODEL_FILE, _FORMAT, "lanet model")
         return cls(LANetConfig.from_dict(bundle["config"]), bundle["state_dict"], bundle.get("meta"))
 
     def bundle(self, state_dict: dict | None = None) -> dict[str, Any]:
