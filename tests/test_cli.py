@@ -142,3 +142,26 @@ def test_the_parser_does_not_import_torch():
     code = "import sys, flipseg.cli; flipseg.cli.build_parser(); print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == "False"
+
+
+def test_segment_runs_a_whole_image_model_without_a_box(tmp_path, monkeypatch):
+    from flipseg.segmenters import SEGMENTERS, Segmenter
+
+    class Half(Segmenter):  # a stand-in whole-image model: the left half of any image
+        name = "half-test"
+        needs_box = False
+
+        def segment(self, image, box, *, seed=0):
+            assert box.x0 == 0 and box.y0 == 0 and (box.y1, box.x1) == image.shape[:2]
+            m = np.zeros(image.shape[:2], bool)
+            m[:, : image.shape[1] // 2] = True
+            return m
+
+    monkeypatch.setitem(SEGMENTERS._items, "half-test", lambda **_: Half())
+    img = np.full((20, 30), 90, np.uint8)
+    write_png(tmp_path / "im.png", img)
+    assert main(["segment", "--method", "half-test", "--image", str(tmp_path / "im.png"),
+                 "--out", str(tmp_path / "o")]) == 0
+    assert (tmp_path / "o" / "im_mask.png").exists()
+    assert main(["segment", "--method", "ellipse", "--image", str(tmp_path / "im.png"),
+                 "--out", str(tmp_path / "o2")]) == 2  # a box method still needs --box

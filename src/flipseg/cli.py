@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--no-progress", action="store_true")
 
-    p = sub.add_parser("segment", help="segment one image from its box, or a whole dataset")
+    p = sub.add_parser("segment", help="segment one image from its box (whole-image models: no box "
+                       "needed), or a whole dataset")
     p.add_argument("--method", default="flip")
     p.add_argument("--model", default=None, help="trained model (run folder or file)")
     p.add_argument("--image", default=None, help="image or volume file")
@@ -91,10 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="held-out boxes (their masks, when known, give the validation Dice)")
     b.add_argument("--no-progress", action="store_true")
     from flipseg.methods.cam_mt.cli import add_cam_mt_parser
+    from flipseg.methods.hybrid.cli import add_hybrid_parser
     from flipseg.methods.lanet.cli import add_lanet_parser
+    from flipseg.methods.pseudo.cli import add_pseudo_parser
 
+    add_pseudo_parser(tsub)
     add_lanet_parser(tsub)
     add_cam_mt_parser(tsub)
+    add_hybrid_parser(tsub)
     return parser
 
 

@@ -75,8 +75,12 @@ def parse_data_opts(items: list[str]) -> dict[str, Any]:
     return out
 
 
+#: Methods that take ``--model`` (a trained run folder or checkpoint file).
+MODEL_METHODS = ("flip", "flip2d-slices", "boxinst", "pseudo-unet", "hybrid", "sam")
+
+
 def _method_opts(name: str, model: str | None) -> dict[str, Any]:
-    return {"model": model} if (model and name in ("flip", "flip2d-slices", "boxinst")) else {}
+    return {"model": model} if (model and name in MODEL_METHODS) else {}
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -194,16 +198,28 @@ def _write_result(out: Path, case: dict[str, Any], mask: np.ndarray,
         save_png(out / f"{cid}_overlay_{plane}.png", rgb)
 
 
-def _read_one_case(args: argparse.Namespace) -> dict[str, Any]:
-    """``--image`` (+ ``--mask``) and ``--box`` as one case (2D image or volume)."""
+def _whole_image_box(shape: tuple[int, ...]) -> Any:
+    from flipseg.boxes import Box
+
+    if len(shape) == 2:
+        return Box(0, 0, shape[1], shape[0])
+    return Box(0, 0, shape[2], shape[1], 0, shape[0])  # arrays are [z, y, x]
+
+
+def _read_one_case(args: argparse.Namespace, needs_box: bool = True) -> dict[str, Any]:
+    """``--image`` (+ ``--mask``) and ``--box`` as one case (2D image or volume).
+
+    Without ``needs_box`` (whole-image models) ``--box`` may be left out: the case
+    then gets the whole image as its box.
+    """
     from flipseg.boxes import Box
     from flipseg.data.folder import read_any_image, read_any_mask
     from flipseg.data.volumes import is_volume_path, volume_stem
 
-    if not args.box:
+    if not args.box and needs_box:
         raise FlipsegError("--image needs --box x0,y0,x1,y1 (2D) or x0,y0,x1,y1,z0,z1 (3D)")
     image, spacing, meta = read_any_image(args.image)
-    box = Box.parse(args.box).validate(image.shape)
+    box = Box.parse(args.box).validate(image.shape) if args.box else _whole_image_box(image.shape)
     gt = read_any_mask([args.mask], image.shape) if args.mask else None
     stem = volume_stem(args.image) if is_volume_path(args.image) else Path(args.image).stem
     case = {"case_id": stem, "image": image, "box": box, "mask": gt,
@@ -222,14 +238,22 @@ def run_segment(args: argparse.Namespace) -> int:
     (+ flip: ``_flipped.nii.gz``). Flip also writes the erase curve
     ``_curve.png`` and ``_curve.csv``.
     """
+    from flipseg.segmenters import get_segmenter
+
     _load_methods()
     out = Path(args.out)
+    seg = (None if args.method == "flip"
+           else get_segmenter(args.method, **_method_opts(args.method, args.model)))
+    needs_box = seg is None or seg.needs_box
     if args.image:
-        cases = [_read_one_case(args)]
+        cases = [_read_one_case(args, needs_box)]
     elif args.dataset:
         cases, errors, _ = load_cases(args)
         for err in errors:
             print(f"skipped case {err[0]}: {err[1]}")
+        if not needs_box:
+            cases = [c if c.get("box") is not None else {**c, "box": _whole_image_box(np.shape(c["image"]))}
+                     for c in cases]
         cases = [c for c in cases if c.get("box") is not None]
         if not cases:
             raise FlipsegError(f"dataset {args.dataset!r} has no case with a box")
@@ -254,9 +278,6 @@ def run_segment(args: argparse.Namespace) -> int:
                          "initial_score": r.initial_score, "final_score": r.final_score,
                          "steps": int(r.curves["step"][-1])})
     else:
-        from flipseg.segmenters import get_segmenter
-
-        seg = get_segmenter(args.method, **_method_opts(args.method, args.model))
         preds = seg.segment_many([c["image"] for c in cases], [c["box"] for c in cases],
                                  seed=args.seed)
         for c, m in zip(cases, preds):
@@ -276,6 +297,14 @@ def run_train(args: argparse.Namespace) -> int:
         from flipseg.methods.boxinst.model import train_boxinst_cli
 
         return train_boxinst_cli(args)
+    if args.recipe == "hybrid":
+        from flipseg.methods.hybrid.cli import train_hybrid_cli
+
+        return train_hybrid_cli(args)
+    if args.recipe == "pseudo":
+        from flipseg.methods.pseudo.cli import train_pseudo_cli
+
+        return train_pseudo_cli(args)
     if args.recipe == "lanet":
         from flipseg.methods.lanet.cli import train_lanet_cli
 

@@ -26,6 +26,9 @@ class Segmenter:
 
     name = "segmenter"
     dims: tuple[int, ...] = (2, 3)
+    #: False for whole-image models (trained segmenters): they ignore the box,
+    #: and ``flipseg segment`` runs them on images that have none.
+    needs_box: bool = True
 
     def segment(self, image: np.ndarray, box: Box, *, seed: int = 0) -> np.ndarray:
         raise NotImplementedError

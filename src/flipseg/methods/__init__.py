@@ -14,6 +14,8 @@ _REGISTERING = (
     "flipseg.methods.cam_mt.engines",  # "sam"
     "flipseg.methods.flip.infer",  # "flip"
     "flipseg.methods.flip.slices",  # "flip2d-slices"
+    "flipseg.methods.hybrid.predict",  # "hybrid"
+    "flipseg.methods.pseudo.model",  # "pseudo-unet"
 )
 
 
