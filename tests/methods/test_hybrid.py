@@ -2,7 +2,6 @@
 perception losses by hand, reversed-box targets, the seeded patient-level strong/weak split,
 resume after a kill, whole-image prediction at the image's resolution and the CLI."""
 
-import argparse
 import math
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import pytest
 import torch
 
 from flipseg.boxes import Box
-from flipseg.data import make_sample, phantom_dataset_2d
+from flipseg.data import make_sample
 from flipseg.errors import FlipsegError
 from flipseg.methods.hybrid import (
     HybridConfig,
@@ -34,20 +33,6 @@ from flipseg.networks.hybrid import ENCODERS, HybridNet
 from flipseg.segmenters import SEGMENTERS
 
 TINY = dict(input_size=32, epochs=2, batch_size=4, strong_fraction=0.5, ppa_kernel=5, num_threads=1)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks run fastest (and steadiest on a busy machine) on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def phantoms():
-    return phantom_dataset_2d(12, seed=3, shape=(40, 48))
 
 
 @pytest.fixture(scope="module")
@@ -291,19 +276,9 @@ def test_training_writes_the_run_folder(trained_run):
     assert model.cfg == cfg and model.meta["n_strong"] == 5
 
 
-def test_resume_after_a_kill_gives_identical_weights(tmp_path, phantoms, trained_run, monkeypatch):
+def test_resume_after_a_kill_gives_identical_weights(tmp_path, phantoms, trained_run, interrupted_after):
     run, cfg = trained_run
-    calls = {"n": 0}
-    real = hybrid_train._write_log
-
-    def killed_after_first_epoch(*args):
-        real(*args)
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(hybrid_train, "_write_log", killed_after_first_epoch)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_after(1):
         train_hybrid(phantoms[:10], phantoms[10:], cfg, tmp_path / "b", progress=False)
     assert len((tmp_path / "b" / "train_log.csv").read_text().splitlines()) == 2  # epoch 1 kept
     train_hybrid(phantoms[:10], phantoms[10:], cfg, tmp_path / "b", progress=False)
@@ -354,21 +329,16 @@ def test_prediction_is_at_the_image_resolution_and_ignores_the_box(trained_run, 
 
 
 # ----------------------------------------------------------------------- CLI
-def _parse(argv):
-    parser = argparse.ArgumentParser(prog="flipseg train")
-    add_hybrid_parser(parser.add_subparsers(dest="recipe", required=True))
-    return parser.parse_args(["hybrid", *argv])
-
-
-def test_cli_trains_resumes_and_reports_user_mistakes(tmp_path):
+def test_cli_trains_resumes_and_reports_user_mistakes(tmp_path, recipe_cli):
+    cli = recipe_cli("hybrid", add_hybrid_parser, train_hybrid_cli)
     out = tmp_path / "cli"
     tiny = ["--dataset", "phantom2d", "--data-opt", "n=8", "--data-opt", "shape=32,40", "--out", str(out),
             "--no-progress", "--set", "input_size=32", "--set", "epochs=1", "--set", "batch_size=4",
             "--set", "num_threads=1", "--set", "ppa_kernel=5"]
-    assert train_hybrid_cli(_parse([*tiny, "--strong-fraction", "0.5"])) == 0
+    assert cli([*tiny, "--strong-fraction", "0.5"]) == 0
     assert (out / "hybrid_model.pt").exists() and (out / "data.json").exists()
     assert HybridModel.load(out).cfg.strong_fraction == 0.5
-    assert train_hybrid_cli(_parse(tiny)) == 0  # re-run: resumes with the saved config
+    assert cli(tiny) == 0  # re-run: resumes with the saved config
     assert len((out / "train_log.csv").read_text().splitlines()) == 2
     errors = {
         "unknown dataset 'mnist'": ["--dataset", "mnist"],
@@ -382,11 +352,7 @@ def test_cli_trains_resumes_and_reports_user_mistakes(tmp_path):
         "no official folds": ["--dataset", "phantom2d", "--fold", "2"],
         "differs in: strong_fraction": [*tiny, "--strong-fraction", "0.25"],
     }
-    for message, argv in errors.items():
-        argv = argv if "--out" in argv else [*argv, "--out", str(tmp_path / "bad")]
-        with pytest.raises(FlipsegError, match=message) as info:
-            train_hybrid_cli(_parse(argv))
-        assert "\n" not in str(info.value)
+    cli.expect_errors(errors)
 
 
 def test_parser_and_package_do_not_import_torch():

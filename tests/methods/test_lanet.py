@@ -1,7 +1,6 @@
 """LA-Net (paper 003): network shapes, honoured attention switches, the hybrid loss and
 its pseudo-label gate, two-stage training with resume, prediction and the CLI."""
 
-import argparse
 import math
 
 import numpy as np
@@ -10,7 +9,6 @@ import torch
 import torch.nn.functional as F
 
 from flipseg.boxes import Box
-from flipseg.data import phantom_dataset_2d
 from flipseg.errors import FlipsegError
 from flipseg.methods.lanet import (
     LANetConfig,
@@ -34,21 +32,8 @@ from flipseg.networks.lanet import (
     SpatialAttention,
 )
 
+N_PHANTOMS = 14  # the `phantoms` fixture's count
 TINY = dict(input_size=32, stage1_epochs=1, stage2_epochs=2, batch_size=8, loc_fraction=0.5, num_threads=1)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks run fastest (and steadiest on a busy machine) on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def phantoms():
-    return phantom_dataset_2d(14, seed=3, shape=(40, 48))
 
 
 @pytest.fixture(scope="module")
@@ -231,7 +216,7 @@ def test_training_refuses_data_without_location_labels(tmp_path, phantoms):
 
 
 # ------------------------------------------------------------------- training
-def test_two_stage_training_resumes_to_the_same_weights(tmp_path, monkeypatch, trained_run):
+def test_two_stage_training_resumes_to_the_same_weights(tmp_path, interrupted_after, trained_run):
     run, train, val, cfg = trained_run
     log = (run / "train_log.csv").read_text().splitlines()
     assert log[0].startswith("stage,epoch") and [r.split(",")[:2] for r in log[1:]] == [
@@ -239,18 +224,9 @@ def test_two_stage_training_resumes_to_the_same_weights(tmp_path, monkeypatch, t
     assert (run / "location_labels.json").exists() and (run / "config.json").exists()
 
     # interrupt right after the first stage-2 epoch has been saved, then resume
-    real = lanet_train._write_log
-
-    def stop_after_two_epochs(folder, rows):
-        real(folder, rows)
-        if len(rows) == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(lanet_train, "_write_log", stop_after_two_epochs)
     other = tmp_path / "interrupted"
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_after(2):
         train_lanet(train, val, cfg, other, progress=False)
-    monkeypatch.setattr(lanet_train, "_write_log", real)
     assert len((other / "train_log.csv").read_text().splitlines()) == 3
     train_lanet(train, val, cfg, other, progress=False)
     resumed = (other / "train_log.csv").read_text().splitlines()
@@ -289,21 +265,16 @@ def test_loaded_model_predicts_probabilities_maps_and_gradcam(trained_run, phant
 
 
 # ------------------------------------------------------------------- CLI
-def _parse(argv):
-    parser = argparse.ArgumentParser(prog="flipseg train")
-    add_lanet_parser(parser.add_subparsers(dest="recipe", required=True))
-    return parser.parse_args(["lanet", *argv])
-
-
-def test_cli_trains_resumes_and_reports_user_mistakes(tmp_path, capsys):
+def test_cli_trains_resumes_and_reports_user_mistakes(tmp_path, recipe_cli):
+    cli = recipe_cli("lanet", add_lanet_parser, train_lanet_cli)
     out = tmp_path / "cli"
     tiny = ["--dataset", "phantom2d", "--data-opt", "n=10", "--data-opt", "shape=32,40", "--out", str(out),
             "--no-progress", "--set", "input_size=32", "--set", "stage1_epochs=1", "--set", "stage2_epochs=1",
             "--set", "batch_size=4", "--set", "num_threads=1"]
-    assert train_lanet_cli(_parse([*tiny, "--loc-fraction", "0.5"])) == 0
+    assert cli([*tiny, "--loc-fraction", "0.5"]) == 0
     assert (out / "lanet_model.pt").exists() and (out / "data.json").exists()
     assert LANetModel.load(out).cfg.loc_fraction == 0.5
-    assert train_lanet_cli(_parse(tiny)) == 0  # re-run: resumes with the saved config
+    assert cli(tiny) == 0  # re-run: resumes with the saved config
     assert len((out / "train_log.csv").read_text().splitlines()) == 3
     errors = {
         "unknown dataset 'mnist'": ["--dataset", "mnist"],
@@ -314,8 +285,4 @@ def test_cli_trains_resumes_and_reports_user_mistakes(tmp_path, capsys):
         "no official folds": ["--dataset", "phantom2d", "--fold", "2"],
         "differs in: loc_fraction": [*tiny, "--loc-fraction", "0.25"],
     }
-    for message, argv in errors.items():
-        argv = argv if "--out" in argv else [*argv, "--out", str(tmp_path / "bad")]
-        with pytest.raises(FlipsegError, match=message) as info:
-            train_lanet_cli(_parse(argv))
-        assert "\n" not in str(info.value)
+    cli.expect_errors(errors)

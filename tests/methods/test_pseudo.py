@@ -1,7 +1,6 @@
 """Pseudo masks -> U-Net (paper 000, Table 4): the real-mask budget by patient, pseudo masks
 from the named box -> mask segmenter, the refresh rule, resume, prediction and the CLI."""
 
-import argparse
 import json
 from collections import Counter
 
@@ -10,7 +9,6 @@ import pytest
 import torch
 
 from flipseg.boxes import Box
-from flipseg.data import phantom_dataset_2d
 from flipseg.errors import FlipsegError
 from flipseg.methods.pseudo import (
     PseudoConfig,
@@ -32,20 +30,6 @@ from flipseg.segmenters import get_segmenter
 
 TINY = dict(input_size=32, channels=(8, 16, 32), epochs=3, refresh_every=2, batch_size=4,
             min_steps_per_epoch=2, masks_budget="3", pseudo="ellipse", num_threads=1)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks run fastest (and steadiest on a busy machine) on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def phantoms():
-    return phantom_dataset_2d(12, seed=3, shape=(40, 48))
 
 
 @pytest.fixture(scope="module")
@@ -219,20 +203,11 @@ def test_training_refreshes_on_schedule_and_keeps_real_masks(trained_run, phanto
 
 
 # --------------------------------------------------------------------- resume
-def test_training_resumes_to_the_same_weights(tmp_path, monkeypatch, phantoms, trained_run):
+def test_training_resumes_to_the_same_weights(tmp_path, interrupted_after, phantoms, trained_run):
     run, cfg = trained_run
-    real = pseudo_train._write_log
-
-    def stop_after_two_epochs(folder, rows):
-        real(folder, rows)
-        if len(rows) == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(pseudo_train, "_write_log", stop_after_two_epochs)
     other = tmp_path / "interrupted"
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_after(2):
         train_pseudo(phantoms, cfg, other, progress=False)
-    monkeypatch.setattr(pseudo_train, "_write_log", real)
     assert len((other / "train_log.csv").read_text().splitlines()) == 3
     train_pseudo(phantoms, cfg, other, progress=False)
     a = torch.load(run / pseudo_train.CHECKPOINT, weights_only=False)
@@ -302,24 +277,19 @@ def test_segmenter_ignores_the_box_unless_asked(trained_run, phantoms):
 
 
 # ------------------------------------------------------------------------ CLI
-def _parse(argv):
-    parser = argparse.ArgumentParser(prog="flipseg train")
-    add_pseudo_parser(parser.add_subparsers(dest="recipe", required=True))
-    return parser.parse_args(["pseudo", *argv])
-
-
-def test_cli_trains_resumes_and_reports_user_mistakes(tmp_path):
+def test_cli_trains_resumes_and_reports_user_mistakes(tmp_path, recipe_cli):
+    cli = recipe_cli("pseudo", add_pseudo_parser, train_pseudo_cli)
     out = tmp_path / "cli"
     tiny = ["--dataset", "phantom2d", "--data-opt", "n=8", "--data-opt", "shape=32,40", "--out", str(out),
             "--no-progress", "--pseudo", "box", "--set", "input_size=16", "--set", "channels=4,8",
             "--set", "epochs=1", "--set", "batch_size=4", "--set", "min_steps_per_epoch=1",
             "--set", "num_threads=1"]
-    assert train_pseudo_cli(_parse([*tiny, "--masks-budget", "25%"])) == 0
+    assert cli([*tiny, "--masks-budget", "25%"]) == 0
     assert (out / "pseudo_model.pt").exists() and (out / "data.json").exists()
     loaded = PseudoUNetModel.load(out)
     assert loaded.cfg.masks_budget == "25%" and loaded.cfg.pseudo == "box"
     assert loaded.meta["n_real"] == budget_count("25%", 8)
-    assert train_pseudo_cli(_parse(tiny)) == 0  # re-run: resumes with the saved config
+    assert cli(tiny) == 0  # re-run: resumes with the saved config
     assert len((out / "train_log.csv").read_text().splitlines()) == 2
     errors = {
         "unknown dataset 'mnist'": ["--dataset", "mnist"],
@@ -335,8 +305,4 @@ def test_cli_trains_resumes_and_reports_user_mistakes(tmp_path):
         "--limit must be >= 1": ["--dataset", "phantom2d", "--limit", "0"],
         "differs in: masks_budget": [*tiny, "--masks-budget", "50%"],
     }
-    for message, argv in errors.items():
-        argv = argv if "--out" in argv else [*argv, "--out", str(tmp_path / "bad")]
-        with pytest.raises(FlipsegError, match=message) as info:
-            train_pseudo_cli(_parse(argv))
-        assert "\n" not in str(info.value)
+    cli.expect_errors(errors)

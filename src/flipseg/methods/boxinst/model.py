@@ -13,10 +13,9 @@ resumes), ``train_log.csv`` and the inference bundle ``boxinst_model.pt``.
 
 from __future__ import annotations
 
-import csv
 import json
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
@@ -29,8 +28,11 @@ from tqdm.auto import tqdm
 from flipseg.boxes import Box
 from flipseg.bundles import read_bundle
 from flipseg.errors import FlipsegError
-from flipseg.io_utils import atomic_save, atomic_write_text
+from flipseg.io_utils import atomic_write_text
 from flipseg.methods.boxinst.losses import pairwise_loss, projection_loss
+from flipseg.methods.common import RecipeConfig
+from flipseg.methods.training import cpu_state, final_model, load_states, open_run, save_epoch, set_threads
+from flipseg.methods.whole_image import clean_mask, normalize_intensity
 from flipseg.metrics import compute_dice
 from flipseg.networks.unet import build_unet
 from flipseg.resize import resize
@@ -51,7 +53,7 @@ _FORMAT = "flipseg-boxinst-1"
 
 
 @dataclass
-class BoxInstConfig:
+class BoxInstConfig(RecipeConfig):
     """Every knob of the box-supervised U-Net (saved with the run)."""
 
     crop_size: int = 96
@@ -89,9 +91,12 @@ class BoxInstConfig:
     seed: int = 0
     num_threads: int = 1
 
+    option_word = "boxinst"
+    strict_keys = False
+
     def __post_init__(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)
-        checks = {
+        self.check_options({
             "crop_size": self.crop_size >= 16 and self.crop_size % 2 ** (len(self.channels) - 1) == 0,
             "channels": len(self.channels) >= 2,
             "epochs": self.epochs >= 1,
@@ -101,20 +106,7 @@ class BoxInstConfig:
             "tau": 0 <= self.tau <= 1,
             "threshold": 0 < self.threshold < 1,
             "normalize": self.normalize in ("none", "percentile"),
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise FlipsegError(f"invalid boxinst option {name}={getattr(self, name)!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["channels"] = list(self.channels)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "BoxInstConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        })
 
 
 # ---------------------------------------------------------------------- crops
@@ -134,13 +126,7 @@ def crop_box(
         hi = [int(np.ceil(b + m * e)) for b, m, e in zip(box.hi, margins[1::2], ext)]
         view = Box.from_lo_hi(lo, hi).clip(image.shape)
     S = cfg.crop_size
-    crop = resize(np.asarray(image, np.float32)[view.slices()], (S, S))
-    if cfg.normalize == "percentile":
-        lo_v, hi_v = np.percentile(crop, (1, 99))
-        crop = (crop - lo_v) / max(float(hi_v - lo_v), 1e-3)
-    else:
-        crop = crop / 255.0
-    crop = np.clip(crop, 0.0, 1.0).astype(np.float32)
+    crop = normalize_intensity(resize(np.asarray(image, np.float32)[view.slices()], (S, S)), cfg.normalize)
     smooth = ndimage.gaussian_filter(crop, cfg.smooth_sigma) if cfg.smooth_sigma > 0 else crop
     bm = np.zeros((S, S), np.float32)
     lo = [int(np.floor((b - v) * S / n)) for b, v, n in zip(box.lo, view.lo, view.shape)]
@@ -150,13 +136,7 @@ def crop_box(
 
 
 def _postprocess(mask: np.ndarray, cfg: BoxInstConfig) -> np.ndarray:
-    if cfg.fill_holes:
-        mask = ndimage.binary_fill_holes(mask)
-    if cfg.largest_component and mask.any():
-        lab, n = ndimage.label(mask)
-        if n > 1:
-            mask = lab == (np.argmax(np.bincount(lab.ravel())[1:]) + 1)
-    return mask
+    return clean_mask(mask, fill_holes=cfg.fill_holes, largest_component=cfg.largest_component)
 
 
 # ---------------------------------------------------------------------- model
@@ -177,7 +157,7 @@ class BoxInstModel:
 
     def bundle(self) -> dict[str, Any]:
         return {"format": _FORMAT, "config": self.cfg.to_dict(),
-                "state_dict": {k: v.detach().cpu() for k, v in self.net.state_dict().items()}}
+                "state_dict": cpu_state(self.net.state_dict())}
 
     @torch.no_grad()
     def segment_many(
@@ -265,10 +245,8 @@ def train_boxinst(
     progress: bool = True,
 ) -> Path:
     """Train from the boxes of ``train`` (masks unused); returns the model file path."""
-    run = Path(run_dir)
-    run.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run / "config.json", json.dumps(cfg.to_dict(), indent=2))
-    torch.set_num_threads(max(1, cfg.num_threads))
+    run, state = open_run(run_dir, CHECKPOINT, cfg.to_dict(), same_config=False)
+    set_threads(max(1, cfg.num_threads))
     torch.manual_seed(cfg.seed)
     model = BoxInstModel(cfg)
     net = model.net
@@ -278,12 +256,8 @@ def train_boxinst(
         opt, lambda it: 0.5 * (1 + np.cos(np.pi * min(1.0, it / (cfg.epochs * steps_per_epoch))))
     )
     start, log = 0, []
-    ckpt = run / CHECKPOINT
-    if ckpt.exists():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        net.load_state_dict(state["net"])
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
+    if state is not None:
+        load_states(state, {"net": net, "opt": opt, "sched": sched})
         start, log = int(state["epoch"]) + 1, list(state["log"])
     train = [{"image": s["image"], "box": s["box"].validate(np.shape(s["image"]))} for s in train]
     val_m = [s for s in val if s.get("mask") is not None]
@@ -325,18 +299,8 @@ def train_boxinst(
         log.append(row)
         state = {"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                  "epoch": epoch, "log": log}
-        atomic_save(ckpt, lambda p, st=state: torch.save(st, p))
-        atomic_save(run / MODEL_FILE, lambda p: torch.save(model.bundle(), p))
-        with open(run / "train_log.csv.tmp", "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(log[-1].keys()))
-            w.writeheader()
-            w.writerows(log)
-        (run / "train_log.csv.tmp").replace(run / "train_log.csv")
-        if progress:
-            tqdm.write(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))
-    if not (run / MODEL_FILE).exists():
-        atomic_save(run / MODEL_FILE, lambda p: torch.save(model.bundle(), p))
-    return run / MODEL_FILE
+        save_epoch(run, (CHECKPOINT, state), (MODEL_FILE, model.bundle()), log, progress=progress)
+    return final_model(run / MODEL_FILE, model.bundle)
 
 
 def train_boxinst_cli(args: Any) -> int:

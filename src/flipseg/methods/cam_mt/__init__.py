@@ -8,11 +8,10 @@ baseline), and a Mean Teacher U-Net on pseudo-labelled and unlabelled images.
 Importing :mod:`flipseg.methods` registers the ``sam`` segmenter.
 """
 
-from importlib import import_module
-from typing import Any
+from flipseg.methods.common import lazy_exports
 
 # Names are imported on first use so that `flipseg --help` does not load PyTorch.
-_WHERE = {
+__all__, __getattr__ = lazy_exports(__name__, {
     "CamClassifier": "flipseg.methods.cam_mt.cams",
     "CamClassifierConfig": "flipseg.methods.cam_mt.config",
     "CamMTConfig": "flipseg.methods.cam_mt.config",
@@ -36,39 +35,4 @@ _WHERE = {
     "top_percent_threshold": "flipseg.methods.cam_mt.cams",
     "train_cam_classifier": "flipseg.methods.cam_mt.cams",
     "train_mean_teacher": "flipseg.methods.cam_mt.mean_teacher",
-}
-
-
-__all__ = [
-    "TABLE_II_ROWS",
-    "CamClassifier",
-    "CamClassifierConfig",
-    "CamMTConfig",
-    "CamMTModel",
-    "MeanTeacherConfig",
-    "RoiSelection",
-    "SamSegmenter",
-    "SelectionConfig",
-    "compute_cams",
-    "evaluate_segmentations",
-    "make_engine",
-    "normalize_cam",
-    "paper_config",
-    "prepare_pseudo_labels",
-    "roi_from_cam",
-    "rois_agree",
-    "run_cam_mt",
-    "run_table_ii",
-    "select_image",
-    "top_percent_threshold",
-    "train_cam_classifier",
-    "train_mean_teacher",
-]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        value = getattr(import_module(_WHERE[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+})

@@ -32,8 +32,6 @@ and the bundle ``cam_classifier.pt``.
 
 from __future__ import annotations
 
-import csv
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,10 +48,10 @@ from flipseg.baselines.cam import CAM_METHODS, NODULE
 from flipseg.boxes import Box
 from flipseg.bundles import read_bundle
 from flipseg.errors import FlipsegError
-from flipseg.io_utils import atomic_save, atomic_write_text
 from flipseg.methods.cam_mt.config import CamClassifierConfig, SelectionConfig
+from flipseg.methods.training import cpu_state, final_model, load_states, open_run, save_epoch, set_threads
+from flipseg.methods.whole_image import images_to_batch
 from flipseg.registry import Registry
-from flipseg.resize import resize
 
 __all__ = [
     "BACKBONES",
@@ -235,13 +233,7 @@ def cam_classifier_loss(
 # ------------------------------------------------------------------- CAMs
 def _inputs(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
     """2D images (0-255) -> ``[B, 1, size, size]`` in 0-1."""
-    arrs = []
-    for im in images:
-        im = np.asarray(im, dtype=np.float32)
-        if im.ndim != 2:
-            raise FlipsegError(f"cam-mt works on 2D images, got shape {im.shape}")
-        arrs.append(np.clip(resize(im, (size, size)) / 255.0, 0.0, 1.0))
-    return torch.from_numpy(np.stack(arrs).astype(np.float32))[:, None]
+    return images_to_batch(images, size, what="cam-mt works on")
 
 
 def compute_cams(
@@ -415,18 +407,7 @@ def load_cam_classifier_model(path: str | Path) -> CamClassifier:
 
 
 def _bundle(model: CamClassifier) -> dict[str, Any]:
-    return {"format": _FORMAT, "config": _bundle_config(model.cfg),
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
-
-
-def _write_log(path: Path, log: list[dict[str, Any]]) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(log[-1].keys()))
-            w.writeheader()
-            w.writerows(log)
-
-    atomic_save(path, write)
+    return {"format": _FORMAT, "config": model.cfg.to_dict(), "state_dict": cpu_state(model.state_dict())}
 
 
 def train_cam_classifier(
@@ -441,9 +422,7 @@ def train_cam_classifier(
     Labels come from :func:`is_tumor`; masks and boxes are never read. Raises FlipsegError
     when one of the two classes is missing.
     """
-    run = Path(run_dir)
-    run.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run / "config.json", json.dumps(_bundle_config(cfg), indent=2))
+    run, state = open_run(run_dir, CHECKPOINT, cfg.to_dict(), same_config=False)
     labels = torch.tensor([TUMOR if is_tumor(s) else NORMAL for s in samples], dtype=torch.long)
     counts = torch.bincount(labels, minlength=2)
     if int(counts.min()) == 0:
@@ -451,17 +430,14 @@ def train_cam_classifier(
             f"the CAM classifier needs tumor and normal images; got {int(counts[TUMOR])} tumor "
             f"and {int(counts[NORMAL])} normal (BUSI: load it with include_normal=True)"
         )
-    torch.set_num_threads(max(1, cfg.num_threads))
+    set_threads(max(1, cfg.num_threads))
     torch.manual_seed(cfg.seed)
     model = CamClassifier(cfg)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
     weights = (len(labels) / (2.0 * counts.float())) if cfg.balance_classes else None
     start, log = 0, []
-    ckpt = run / CHECKPOINT
-    if ckpt.exists():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        model.load_state_dict(state["net"])
-        opt.load_state_dict(state["opt"])
+    if state is not None:
+        load_states(state, {"net": model, "opt": opt})
         start, log = int(state["epoch"]) + 1, list(state["log"])
     x_all = _inputs([s["image"] for s in samples], cfg.input_size)  # [N, 1, S, S]
     steps = max(1, int(np.ceil(len(samples) / cfg.batch_size)))
@@ -496,15 +472,6 @@ def train_cam_classifier(
         log.append(row)
         model.eval()
         state = {"net": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch, "log": log}
-        atomic_save(ckpt, lambda p, st=state: torch.save(st, p))
-        atomic_save(run / MODEL_FILE, lambda p: torch.save(_bundle(model), p))
-        _write_log(run / "train_log.csv", log)
-        if progress:
-            tqdm.write("cam classifier " + json.dumps({k: round(v, 4) for k, v in row.items()}))
-    if not (run / MODEL_FILE).exists():
-        atomic_save(run / MODEL_FILE, lambda p: torch.save(_bundle(model), p))
-    return run / MODEL_FILE
-
-
-def _bundle_config(cfg: CamClassifierConfig) -> dict[str, Any]:
-    return dict(cfg.__dict__, widths=list(cfg.widths))
+        save_epoch(run, (CHECKPOINT, state), (MODEL_FILE, _bundle(model)), log, progress=progress,
+                   label="cam classifier ")
+    return final_model(run / MODEL_FILE, lambda: _bundle(model))

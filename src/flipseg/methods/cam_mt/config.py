@@ -8,10 +8,11 @@ sizes (ResNet50 classifier at 224 px, 60 epochs, batch 32, full-size U-Net).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Sequence
 
 from flipseg.errors import FlipsegError
+from flipseg.methods.common import RecipeConfig
 
 __all__ = [
     "CamClassifierConfig",
@@ -23,19 +24,12 @@ __all__ = [
 ]
 
 
-def _check(what: str, obj: Any, checks: dict[str, bool]) -> None:
-    for name, ok in checks.items():
-        if not ok:
-            raise FlipsegError(f"invalid {what} option {name}={getattr(obj, name)!r}")
-
-
-def _from_dict(cls: type, d: dict[str, Any]) -> Any:
-    known = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in d.items() if k in known})
+class _Config(RecipeConfig):
+    strict_keys = False  # saved configs load across versions: unknown keys are dropped
 
 
 @dataclass
-class CamClassifierConfig:
+class CamClassifierConfig(_Config):
     """The tumor-vs-normal classifier whose class activation maps drive the selection."""
 
     variant: str = "amr"
@@ -74,9 +68,11 @@ class CamClassifierConfig:
     num_threads: int = 1
     """torch CPU threads."""
 
+    option_word = "classifier"
+
     def __post_init__(self) -> None:
         self.widths = tuple(int(w) for w in self.widths)
-        _check("classifier", self, {
+        self.check_options({
             "variant": self.variant in ("cam", "amr"),
             "backbone": self.backbone in ("compact", "resnet18", "resnet50"),
             "widths": len(self.widths) >= 2 and min(self.widths) >= 1,
@@ -89,7 +85,7 @@ class CamClassifierConfig:
 
 
 @dataclass
-class SelectionConfig:
+class SelectionConfig(_Config):
     """Algorithm 1 and the selection rule (paper section II-B)."""
 
     alpha1: float = 2.5
@@ -105,8 +101,10 @@ class SelectionConfig:
     """``largest``: the ROI is the bounding box of the largest 8-connected region of the
     selected pixels; ``all``: the bounding box of all of them (the paper's wording)."""
 
+    option_word = "selection"
+
     def __post_init__(self) -> None:
-        _check("selection", self, {
+        self.check_options({
             "alpha1": 0 < self.alpha1 <= 100,
             "alpha2": 0 < self.alpha2 <= 100,
             "iou_threshold": 0 <= self.iou_threshold < 1,
@@ -116,7 +114,7 @@ class SelectionConfig:
 
 
 @dataclass
-class MeanTeacherConfig:
+class MeanTeacherConfig(_Config):
     """The segmentation U-Net, trained by Mean Teacher or plainly supervised."""
 
     image_size: int = 128
@@ -165,9 +163,11 @@ class MeanTeacherConfig:
     num_threads: int = 1
     """torch CPU threads."""
 
+    option_word = "mean_teacher"
+
     def __post_init__(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)
-        _check("mean_teacher", self, {
+        self.check_options({
             "image_size": self.image_size >= 16
             and self.image_size % 2 ** (len(self.channels) - 1) == 0,
             "channels": len(self.channels) >= 2,
@@ -183,18 +183,9 @@ class MeanTeacherConfig:
             "threshold": 0 < self.threshold < 1,
         })
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["channels"] = list(self.channels)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "MeanTeacherConfig":
-        return _from_dict(cls, d)
-
 
 @dataclass
-class CamMTConfig:
+class CamMTConfig(_Config):
     """Every knob of the recipe; ``section.field`` names a nested one in ``--set``."""
 
     classifier: CamClassifierConfig = field(default_factory=CamClassifierConfig)
@@ -219,28 +210,20 @@ class CamMTConfig:
     split_seed: int = 0
     """CLI and benchmark: seed of the patient-level split."""
 
+    option_word = "cam-mt"
+
     def __post_init__(self) -> None:
         if isinstance(self.classifier, dict):
-            self.classifier = _from_dict(CamClassifierConfig, self.classifier)
+            self.classifier = CamClassifierConfig.from_dict(self.classifier)
         if isinstance(self.selection, dict):
-            self.selection = _from_dict(SelectionConfig, self.selection)
+            self.selection = SelectionConfig.from_dict(self.selection)
         if isinstance(self.mean_teacher, dict):
             self.mean_teacher = MeanTeacherConfig.from_dict(self.mean_teacher)
-        _check("cam-mt", self, {
+        self.check_options({
             "engine_batch_size": self.engine_batch_size >= 1,
             "test_fraction": 0 < self.test_fraction < 1,
             "sam_model_type": self.sam_model_type in ("vit_b", "vit_l", "vit_h", "default"),
         })
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["classifier"]["widths"] = list(self.classifier.widths)
-        d["mean_teacher"]["channels"] = list(self.mean_teacher.channels)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "CamMTConfig":
-        return _from_dict(cls, d)
 
 
 _SECTIONS = {"classifier": CamClassifierConfig, "selection": SelectionConfig,

@@ -22,7 +22,6 @@ Run folder of :func:`train_mean_teacher`: ``config.json``, ``mt_checkpoint.pt``
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -31,15 +30,14 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 from torch import nn
 from tqdm.auto import tqdm
 
 from flipseg.bundles import read_bundle
 from flipseg.errors import FlipsegError
-from flipseg.io_utils import atomic_save, atomic_write_text
-from flipseg.methods.cam_mt.cams import _write_log
 from flipseg.methods.cam_mt.config import MeanTeacherConfig
+from flipseg.methods.training import cpu_state, final_model, load_states, open_run, save_epoch, set_threads
+from flipseg.methods.whole_image import clean_mask, images_to_batch, whole_image_maps
 from flipseg.metrics import compute_iou
 from flipseg.networks.unet import build_unet
 from flipseg.resize import resize
@@ -181,15 +179,7 @@ def augment_batch(
 
 # ------------------------------------------------------------------ model
 def _images(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
-    arrs = []
-    for im in images:
-        im = np.asarray(im, dtype=np.float32)
-        if im.ndim != 2:
-            raise FlipsegError(f"cam-mt segments 2D images, got shape {im.shape}")
-        arrs.append(np.clip(resize(im, (size, size)) / 255.0, 0.0, 1.0))
-    if not arrs:
-        return torch.zeros(0, 1, size, size)
-    return torch.from_numpy(np.stack(arrs).astype(np.float32))[:, None]
+    return images_to_batch(images, size, what="cam-mt segments")
 
 
 def _masks(masks: Sequence[np.ndarray], size: int) -> torch.Tensor:
@@ -227,11 +217,9 @@ class CamMTModel:
         return cls(MeanTeacherConfig.from_dict(bundle["config"]), bundle["student"], bundle["teacher"])
 
     def bundle(self) -> dict[str, Any]:
-        def cpu(net: nn.Module) -> dict:
-            return {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-
-        return {"format": _FORMAT, "config": self.cfg.to_dict(), "student": cpu(self.student),
-                "teacher": cpu(self.teacher)}
+        return {"format": _FORMAT, "config": self.cfg.to_dict(),
+                "student": cpu_state(self.student.state_dict()),
+                "teacher": cpu_state(self.teacher.state_dict())}
 
     def network(self, which: str | None = None) -> nn.Module:
         """``student`` or ``teacher``; default: the student for supervised runs, else
@@ -241,30 +229,18 @@ class CamMTModel:
             raise FlipsegError(f"network {which!r} must be 'student' or 'teacher'")
         return self.student if which == "student" else self.teacher
 
-    @torch.no_grad()
     def predict_proba(self, images: Sequence[np.ndarray], *, which: str | None = None,
                       batch_size: int = 16) -> list[np.ndarray]:
         """Tumor probability maps (float32, each image's shape)."""
         net = self.network(which).eval()
-        out: list[np.ndarray] = []
-        for start in range(0, len(images), batch_size):
-            chunk = images[start : start + batch_size]
-            prob = torch.softmax(net(_images(chunk, self.cfg.image_size)), 1)[:, 1].numpy()
-            out += [resize(p, np.shape(im)) for p, im in zip(prob, chunk)]
-        return out
+        return whole_image_maps(list(images), lambda chunk: _images(chunk, self.cfg.image_size),
+                                lambda x: torch.softmax(net(x), 1)[:, 1], batch_size=batch_size)
 
     def predict(self, images: Sequence[np.ndarray], *, which: str | None = None,
                 batch_size: int = 16) -> list[np.ndarray]:
         """Tumor masks (bool, each image's shape) of whole images."""
-        masks = []
-        for p in self.predict_proba(images, which=which, batch_size=batch_size):
-            m = p > self.cfg.threshold
-            if self.cfg.largest_component and m.any():
-                lab, n = ndimage.label(m)
-                if n > 1:
-                    m = lab == 1 + int(np.argmax(np.bincount(lab.ravel())[1:]))
-            masks.append(m)
-        return masks
+        return [clean_mask(p > self.cfg.threshold, largest_component=self.cfg.largest_component)
+                for p in self.predict_proba(images, which=which, batch_size=batch_size)]
 
 
 # --------------------------------------------------------------- training
@@ -292,22 +268,16 @@ def train_mean_teacher(
     if not len(labeled_images):
         raise FlipsegError("Mean Teacher needs at least one labelled image (the selection kept none: "
                            "try a lower selection.iou_threshold)")
-    run = Path(run_dir)
-    run.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run / "config.json", json.dumps(cfg.to_dict(), indent=2))
-    torch.set_num_threads(max(1, cfg.num_threads))
+    run, state = open_run(run_dir, CHECKPOINT, cfg.to_dict(), same_config=False)
+    set_threads(max(1, cfg.num_threads))
     torch.manual_seed(cfg.seed)
     model = CamMTModel(cfg)
     student, teacher = model.student, model.teacher
     opt = torch.optim.Adam(student.parameters(), lr=cfg.lr, betas=(0.9, 0.999),
                            weight_decay=cfg.weight_decay)
     start, step, log = 0, 0, []
-    ckpt = run / CHECKPOINT
-    if ckpt.exists():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        student.load_state_dict(state["student"])
-        teacher.load_state_dict(state["teacher"])
-        opt.load_state_dict(state["opt"])
+    if state is not None:
+        load_states(state, {"student": student, "teacher": teacher, "opt": opt})
         start, step, log = int(state["epoch"]) + 1, int(state["step"]), list(state["log"])
     size = cfg.image_size
     xl, yl = _images(labeled_images, size), _masks(labeled_masks, size)
@@ -364,12 +334,6 @@ def train_mean_teacher(
         log.append(row)
         state = {"student": student.state_dict(), "teacher": teacher.state_dict(), "opt": opt.state_dict(),
                  "epoch": epoch, "step": step, "log": log}
-        atomic_save(ckpt, lambda p, st=state: torch.save(st, p))
-        atomic_save(run / MODEL_FILE, lambda p: torch.save(model.bundle(), p))
-        _write_log(run / "train_log.csv", log)
-        if progress:
-            tqdm.write("mean teacher " + json.dumps({k: round(v, 4) if isinstance(v, float) else v
-                                                     for k, v in row.items()}))
-    if not (run / MODEL_FILE).exists():
-        atomic_save(run / MODEL_FILE, lambda p: torch.save(model.bundle(), p))
-    return run / MODEL_FILE
+        save_epoch(run, (CHECKPOINT, state), (MODEL_FILE, model.bundle()), log, progress=progress,
+                   label="mean teacher ")
+    return final_model(run / MODEL_FILE, model.bundle)

@@ -10,11 +10,10 @@ The trained network segments whole images (:class:`HybridModel`); the
 ``hybrid`` segmenter ignores boxes.
 """
 
-from importlib import import_module
-from typing import Any
+from flipseg.methods.common import lazy_exports
 
 # Names are imported on first use so that `flipseg --help` does not load PyTorch.
-_WHERE = {
+__all__, __getattr__ = lazy_exports(__name__, {
     "HybridConfig": "flipseg.methods.hybrid.config",
     "HybridData": "flipseg.methods.hybrid.train",
     "HybridModel": "flipseg.methods.hybrid.predict",
@@ -30,15 +29,4 @@ _WHERE = {
     "prepare_data": "flipseg.methods.hybrid.train",
     "train_hybrid": "flipseg.methods.hybrid.train",
     "train_hybrid_cli": "flipseg.methods.hybrid.cli",
-}
-
-
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        value = getattr(import_module(_WHERE[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+})

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
-from flipseg.errors import FlipsegError
+from flipseg.methods.common import RecipeConfig
 from flipseg.networks.hybrid import ENCODERS
 
 __all__ = ["AUGMENTATIONS", "MODES", "HybridConfig"]
@@ -16,7 +16,7 @@ AUGMENTATIONS = ("none", "flip")
 
 
 @dataclass
-class HybridConfig:
+class HybridConfig(RecipeConfig):
     """Every knob of hybrid-supervised training and inference (paper 004; defaults sized for a CPU)."""
 
     # ------------------------------------------------------------------- mode
@@ -86,9 +86,11 @@ class HybridConfig:
     num_threads: int = 0
     """Torch CPU threads (0 = leave torch's default)."""
 
+    option_word = "hybrid"
+
     def __post_init__(self) -> None:
         ENCODERS.get(self.encoder)  # unknown name -> FlipsegError listing the valid ones
-        checks = {
+        self.check_options({
             "mode": (self.mode in MODES, ", ".join(MODES)),
             "strong_fraction": (0 < self.strong_fraction <= 1, "in (0, 1]"),
             "input_size": (self.input_size >= 32 and self.input_size % 32 == 0, "a multiple of 32"),
@@ -104,10 +106,7 @@ class HybridConfig:
             "augment": (self.augment in AUGMENTATIONS, " or ".join(AUGMENTATIONS)),
             "threshold": (0 < self.threshold < 1, "in (0, 1)"),
             "num_threads": (self.num_threads >= 0, ">= 0"),
-        }
-        for name, (ok, need) in checks.items():
-            if not ok:
-                raise FlipsegError(f"invalid hybrid option {name}={getattr(self, name)!r} (must be {need})")
+        })
 
     @property
     def dual(self) -> bool:
@@ -118,18 +117,6 @@ class HybridConfig:
     def uses_masks(self) -> bool:
         """Whether any training mask is used (all modes but ``weak-only``)."""
         return self.mode != "weak-only"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "HybridConfig":
-        """Build from a saved dict; unknown keys fail with the list of known ones."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise FlipsegError(f"unknown hybrid option {unknown[0]!r}; known: {', '.join(sorted(known))}")
-        return cls(**d)
 
     def network_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :class:`flipseg.networks.hybrid.HybridNet`."""

@@ -19,8 +19,8 @@ import torch
 from flipseg.boxes import Box
 from flipseg.errors import FlipsegError
 from flipseg.methods.hybrid.config import HybridConfig
+from flipseg.methods.whole_image import WholeImageModel, image_to_input
 from flipseg.networks.hybrid import HybridNet
-from flipseg.resize import resize
 from flipseg.segmenters import SEGMENTERS, Segmenter
 
 __all__ = ["MODEL_FILE", "HybridModel", "HybridSegmenter", "build_network", "to_input"]
@@ -30,17 +30,9 @@ _FORMAT = "flipseg-hybrid-1"
 
 
 def to_input(image: np.ndarray, size: int) -> np.ndarray:
-    """A 2D image (0-255) -> float32 [size, size] in [0, 1] (bilinear resize).
-
-    Raises
-    ------
-    FlipsegError
-        The image is not 2D.
-    """
-    image = np.asarray(image, dtype=np.float32)
-    if image.ndim != 2:
-        raise FlipsegError(f"hybrid segments 2D images, got shape {image.shape}")
-    return np.clip(resize(image, (size, size)) / 255.0, 0.0, 1.0).astype(np.float32)
+    """A 2D image (0-255) -> float32 [size, size] in [0, 1], bilinear
+    (:func:`~flipseg.methods.whole_image.image_to_input`; FlipsegError when it is not 2D)."""
+    return image_to_input(image, size, what=HybridModel.input_what)
 
 
 def build_network(cfg: HybridConfig) -> HybridNet:
@@ -48,54 +40,24 @@ def build_network(cfg: HybridConfig) -> HybridNet:
     return HybridNet(cfg.encoder, in_channels=1, **cfg.network_kwargs())
 
 
-class HybridModel:
-    """Configuration + weights of a trained hybrid (or baseline) segmenter."""
+class HybridModel(WholeImageModel):
+    """Configuration + weights of a trained hybrid (or baseline) segmenter (``load`` reads a
+    run folder's ``hybrid_model.pt`` or a model file; ``bundle()`` is the saved form)."""
 
-    def __init__(
-        self, cfg: HybridConfig, state_dict: dict | None = None, meta: dict[str, Any] | None = None
-    ) -> None:
-        self.cfg = cfg
-        self.net = build_network(cfg)
-        if state_dict is not None:
-            self.net.load_state_dict(state_dict)
-        self.net.eval()
-        self.meta = dict(meta or {})
+    model_file = MODEL_FILE
+    bundle_format = _FORMAT
+    bundle_what = "hybrid model"
+    config_class = HybridConfig
+    input_what = "hybrid segments"
+    cfg: HybridConfig
 
-    @classmethod
-    def load(cls, path: str | Path) -> "HybridModel":
-        """From a run folder (its ``hybrid_model.pt``) or a model file."""
-        path = Path(path)
-        if path.is_dir():
-            path = path / MODEL_FILE
-        if not path.exists():
-            raise FlipsegError(f"model not found: {path}")
-        try:
-            bundle = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:
-            raise FlipsegError(f"cannot read model file {path}: {exc}") from None
-        if not isinstance(bundle, dict) or bundle.get("format") != _FORMAT:
-            raise FlipsegError(f"{path} is not a flipseg hybrid model")
-        return cls(HybridConfig.from_dict(bundle["config"]), bundle["state_dict"], bundle.get("meta"))
+    def build_network(self, cfg: HybridConfig) -> HybridNet:
+        return build_network(cfg)
 
-    def bundle(self) -> dict[str, Any]:
-        """The saved form (current weights)."""
-        return {"format": _FORMAT, "config": self.cfg.to_dict(), "meta": self.meta,
-                "state_dict": {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}}
-
-    @torch.no_grad()
     def probabilities(self, images: Sequence[np.ndarray], *, batch_size: int = 32) -> list[np.ndarray]:
         """Lesion probability maps, float32 in [0, 1], each at its image's resolution."""
-        if self.cfg.num_threads:
-            torch.set_num_threads(self.cfg.num_threads)
-        self.net.eval()
-        S = self.cfg.input_size
-        out: list[np.ndarray] = []
-        for start in range(0, len(images), batch_size):
-            chunk = images[start : start + batch_size]
-            x = torch.from_numpy(np.stack([to_input(im, S) for im in chunk])[:, None])
-            prob = torch.sigmoid(self.net(x).seg_logits)[:, 0].numpy()  # [B, S, S]
-            out += [np.clip(resize(p, np.shape(im)), 0.0, 1.0) for p, im in zip(prob, chunk)]
-        return out
+        return self.probability_maps_of(images, lambda x: torch.sigmoid(self.net(x).seg_logits)[:, 0],
+                                        batch_size=batch_size)
 
     def predict_many(self, images: Sequence[np.ndarray], *, batch_size: int = 32) -> list[np.ndarray]:
         """Bool lesion masks, each of its image's shape (``probability > threshold``)."""

@@ -24,7 +24,6 @@ given, is only logged).
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 from dataclasses import dataclass
@@ -38,10 +37,11 @@ from tqdm.auto import tqdm
 from flipseg.boxes import Box
 from flipseg.data.splits import split_by_patient
 from flipseg.errors import FlipsegError
-from flipseg.io_utils import atomic_save, atomic_write_text
+from flipseg.io_utils import atomic_write_text
 from flipseg.methods.hybrid.config import HybridConfig
 from flipseg.methods.hybrid.losses import hybrid_loss
 from flipseg.methods.hybrid.predict import MODEL_FILE, HybridModel, to_input
+from flipseg.methods.training import final_model, load_states, open_run, save_epoch, set_threads
 from flipseg.metrics import compute_dice, compute_s_measure
 from flipseg.resize import resize
 
@@ -234,24 +234,6 @@ def evaluate_model(model: HybridModel, samples: Sequence[dict[str, Any]]) -> dic
 
 
 # --------------------------------------------------------------------- training
-def _write_log(run: Path, log: list[dict[str, Any]]) -> None:
-    keys: list[str] = []
-    for row in log:
-        keys += [k for k in row if k not in keys]
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=keys, restval="")
-            w.writeheader()
-            w.writerows(log)
-
-    atomic_save(run / "train_log.csv", write)
-
-
-def _comparable(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in d.items() if k != "num_threads"}
-
-
 def train_hybrid(
     train: Sequence[dict[str, Any]],
     val: Sequence[dict[str, Any]],
@@ -278,8 +260,6 @@ def train_hybrid(
         No training image with a box, no strong image where the mode needs masks, or
         a run folder holding a run with another configuration.
     """
-    run = Path(run_dir)
-    run.mkdir(parents=True, exist_ok=True)
     train, val = lesion_samples(train), [s for s in val if s.get("mask") is not None]
     if len(train) < 2:
         raise FlipsegError(f"hybrid needs at least 2 training images with a box, got {len(train)}")
@@ -287,18 +267,11 @@ def train_hybrid(
     if cfg.uses_masks and not strong:
         raise FlipsegError(f"no strong (mask) images: strong_fraction={cfg.strong_fraction} of "
                            f"{len(train)} training images selects none (mode {cfg.mode})")
-    ckpt = run / CHECKPOINT
-    state = torch.load(ckpt, map_location="cpu", weights_only=False) if ckpt.exists() else None
-    if state is not None and _comparable(state["config"]) != _comparable(cfg.to_dict()):
-        diff = sorted(k for k, v in _comparable(cfg.to_dict()).items() if state["config"].get(k) != v)
-        raise FlipsegError(f"run folder {run} holds a run with another configuration "
-                           f"(differs in: {', '.join(diff)}); use a new --out")
-    atomic_write_text(run / "config.json", json.dumps(cfg.to_dict(), indent=2))
+    run, state = open_run(run_dir, CHECKPOINT, cfg.to_dict())
     atomic_write_text(run / SPLIT_FILE, json.dumps(
         {"mode": cfg.mode, "strong_fraction": cfg.strong_fraction, "n_train": len(train),
          "strong": strong}, indent=1))
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
+    set_threads(cfg.num_threads)
     torch.manual_seed(cfg.seed)
     model = HybridModel(cfg, meta={"n_train": len(train), "n_strong": len(strong), "mode": cfg.mode})
     net = model.net
@@ -307,8 +280,7 @@ def train_hybrid(
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start, log = 0, []
     if state is not None:
-        net.load_state_dict(state["net"])
-        opt.load_state_dict(state["opt"])
+        load_states(state, {"net": net, "opt": opt})
         start, log = int(state["epochs_done"]), list(state["log"])
 
     for epoch in range(start, cfg.epochs):
@@ -351,11 +323,5 @@ def train_hybrid(
         model.meta.update(epoch=epoch + 1)
         st = {"config": cfg.to_dict(), "net": net.state_dict(), "opt": opt.state_dict(),
               "epochs_done": epoch + 1, "log": log}
-        atomic_save(ckpt, lambda p, st=st: torch.save(st, p))
-        atomic_save(run / MODEL_FILE, lambda p: torch.save(model.bundle(), p))
-        _write_log(run, log)
-        if progress:
-            tqdm.write(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))
-    if not (run / MODEL_FILE).exists():
-        atomic_save(run / MODEL_FILE, lambda p: torch.save(model.bundle(), p))
-    return run / MODEL_FILE
+        save_epoch(run, (CHECKPOINT, st), (MODEL_FILE, model.bundle()), log, progress=progress)
+    return final_model(run / MODEL_FILE, model.bundle)

@@ -6,11 +6,10 @@ attention on every stage, and a mask-attention classifier
 fraction of location labels (:func:`train_lanet`).
 """
 
-from importlib import import_module
-from typing import Any
+from flipseg.methods.common import lazy_exports
 
 # Names are imported on first use so that `flipseg --help` does not load PyTorch.
-_WHERE = {
+__all__, __getattr__ = lazy_exports(__name__, {
     "CLASS_NAMES": "flipseg.methods.lanet.predict",
     "LANetConfig": "flipseg.methods.lanet.config",
     "LANetModel": "flipseg.methods.lanet.predict",
@@ -24,29 +23,4 @@ _WHERE = {
     "split_train_val": "flipseg.methods.lanet.train",
     "train_lanet": "flipseg.methods.lanet.train",
     "train_lanet_cli": "flipseg.methods.lanet.cli",
-}
-
-
-__all__ = [
-    "CLASS_NAMES",
-    "LANetConfig",
-    "LANetModel",
-    "LANetPrediction",
-    "add_lanet_parser",
-    "choose_location_labelled",
-    "hybrid_loss",
-    "localization_loss",
-    "pseudo_label_gate",
-    "pseudo_location_labels",
-    "split_train_val",
-    "train_lanet",
-    "train_lanet_cli",
-]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        value = getattr(import_module(_WHERE[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+})

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
-from flipseg.errors import FlipsegError
+from flipseg.methods.common import RecipeConfig
 from flipseg.networks.lanet import BACKBONES
 
 __all__ = ["AUGMENTATIONS", "LOCATION_LABELS", "LANetConfig"]
@@ -15,7 +15,7 @@ LOCATION_LABELS = ("mask", "box")
 
 
 @dataclass
-class LANetConfig:
+class LANetConfig(RecipeConfig):
     """Every knob of LA-Net training and inference (paper 003; defaults sized for a CPU)."""
 
     # ---------------------------------------------------------------- network
@@ -76,9 +76,11 @@ class LANetConfig:
     num_threads: int = 0
     """Torch CPU threads (0 = leave torch's default)."""
 
+    option_word = "lanet"
+
     def __post_init__(self) -> None:
         BACKBONES.get(self.backbone)  # unknown name -> FlipsegError listing the valid ones
-        checks = {
+        self.check_options({
             "input_size": (self.input_size >= 32 and self.input_size % 32 == 0, "a multiple of 32"),
             "cbam_reduction": (self.cbam_reduction >= 1, ">= 1"),
             "spatial_kernel": (self.spatial_kernel >= 1 and self.spatial_kernel % 2 == 1, "odd"),
@@ -98,22 +100,7 @@ class LANetConfig:
             "tau": (0 <= self.tau <= 1, "in [0, 1]"),
             "threshold": (0 < self.threshold < 1, "in (0, 1)"),
             "num_threads": (self.num_threads >= 0, ">= 0"),
-        }
-        for name, (ok, need) in checks.items():
-            if not ok:
-                raise FlipsegError(f"invalid lanet option {name}={getattr(self, name)!r} (must be {need})")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "LANetConfig":
-        """Build from a saved dict; unknown keys fail with the list of known ones."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise FlipsegError(f"unknown lanet option {unknown[0]!r}; known: {', '.join(sorted(known))}")
-        return cls(**d)
+        })
 
     def network_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :class:`flipseg.networks.lanet.LANet`."""

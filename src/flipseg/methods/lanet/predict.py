@@ -9,18 +9,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from flipseg.bundles import read_bundle
 from flipseg.errors import FlipsegError
 from flipseg.methods.lanet.config import LANetConfig
+from flipseg.methods.whole_image import WholeImageModel, image_batches, image_to_input, maps_at_images
 from flipseg.networks.lanet import LANet
-from flipseg.resize import resize
 
 __all__ = ["CLASS_NAMES", "MODEL_FILE", "LANetModel", "LANetPrediction", "build_network", "to_input"]
 
@@ -31,17 +29,9 @@ _FORMAT = "flipseg-lanet-1"
 
 
 def to_input(image: np.ndarray, size: int) -> np.ndarray:
-    """A 2D image (0-255) -> float32 [size, size] in [0, 1] (bilinear resize).
-
-    Raises
-    ------
-    FlipsegError
-        The image is not 2D.
-    """
-    image = np.asarray(image, dtype=np.float32)
-    if image.ndim != 2:
-        raise FlipsegError(f"lanet works on 2D images, got shape {image.shape}")
-    return np.clip(resize(image, (size, size)) / 255.0, 0.0, 1.0).astype(np.float32)
+    """A 2D image (0-255) -> float32 [size, size] in [0, 1], bilinear
+    (:func:`~flipseg.methods.whole_image.image_to_input`; FlipsegError when it is not 2D)."""
+    return image_to_input(image, size, what=LANetModel.input_what)
 
 
 def build_network(cfg: LANetConfig) -> LANet:
@@ -78,48 +68,30 @@ class _LogitsOnly(nn.Module):
         return self.net(x).logits
 
 
-class LANetModel:
-    """Configuration + weights of a trained LA-Net."""
+class LANetModel(WholeImageModel):
+    """Configuration + weights of a trained LA-Net (``load`` reads a run folder's
+    ``lanet_model.pt`` or a model file; ``bundle(state_dict)`` is the saved form)."""
 
-    def __init__(
-        self, cfg: LANetConfig, state_dict: dict | None = None, meta: dict[str, Any] | None = None
-    ) -> None:
-        self.cfg = cfg
-        self.net = build_network(cfg)
-        if state_dict is not None:
-            self.net.load_state_dict(state_dict)
-        self.net.eval()
-        self.meta = dict(meta or {})
+    model_file = MODEL_FILE
+    bundle_format = _FORMAT
+    bundle_what = "lanet model"
+    config_class = LANetConfig
+    input_what = "lanet works on"
+    cfg: LANetConfig
+    net: LANet
 
-    @classmethod
-    def load(cls, path: str | Path) -> "LANetModel":
-        """From a run folder (its ``lanet_model.pt``) or a model file."""
-        bundle = read_bundle(path, MODEL_FILE, _FORMAT, "lanet model")
-        return cls(LANetConfig.from_dict(bundle["config"]), bundle["state_dict"], bundle.get("meta"))
-
-    def bundle(self, state_dict: dict | None = None) -> dict[str, Any]:
-        """The saved form (``state_dict`` defaults to the current weights)."""
-        sd = state_dict if state_dict is not None else self.net.state_dict()
-        return {"format": _FORMAT, "config": self.cfg.to_dict(), "meta": self.meta,
-                "state_dict": {k: v.detach().cpu().clone() for k, v in sd.items()}}
-
-    def _batch(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        return torch.from_numpy(np.stack([to_input(im, self.cfg.input_size) for im in images])[:, None])
+    def build_network(self, cfg: LANetConfig) -> LANet:
+        return build_network(cfg)
 
     @torch.no_grad()
     def predict(self, images: Sequence[np.ndarray], *, batch_size: int = 32) -> list[LANetPrediction]:
         """Class probabilities and a lesion map (resized to each image) per 2D image."""
-        if self.cfg.num_threads:
-            torch.set_num_threads(self.cfg.num_threads)
-        self.net.eval()
+        self.prepare()
         out: list[LANetPrediction] = []
-        for start in range(0, len(images), batch_size):
-            chunk = images[start : start + batch_size]
-            res = self.net(self._batch(chunk))
+        for chunk, x in image_batches(images, batch_size, self.input_batch):
+            res = self.net(x)
             probs = torch.softmax(res.logits, dim=1).numpy()
-            maps = res.lesion_map[:, 0].numpy()
-            for im, p, m in zip(chunk, probs, maps):
-                full = np.clip(resize(m.astype(np.float32), np.shape(im)), 0.0, 1.0)
+            for p, full in zip(probs, maps_at_images(res.lesion_map[:, 0].numpy(), chunk)):
                 out.append(LANetPrediction(p.astype(np.float32), CLASS_NAMES[int(np.argmax(p))], full,
                                            full > self.cfg.threshold))
         return out
@@ -145,10 +117,8 @@ class LANetModel:
         self.net.eval()
         cam = GradCAM(nn_module=_LogitsOnly(self.net), target_layers=f"net.{self.net.cam_layer}")
         out: list[np.ndarray] = []
-        for start in range(0, len(images), batch_size):
-            chunk = images[start : start + batch_size]
-            maps = cam(self._batch(chunk), class_idx=class_index)  # [B, 1, S, S]
+        for chunk, x in image_batches(images, batch_size, self.input_batch):
+            maps = cam(x, class_idx=class_index)  # [B, 1, S, S]
             maps = np.asarray(maps.detach().cpu().numpy() if torch.is_tensor(maps) else maps)
-            for im, m in zip(chunk, maps[:, 0]):
-                out.append(np.clip(resize(m.astype(np.float32), np.shape(im)), 0.0, 1.0))
+            out += maps_at_images(maps[:, 0], chunk)
         return out

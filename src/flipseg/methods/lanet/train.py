@@ -21,7 +21,6 @@ validation set).
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 from dataclasses import dataclass
@@ -35,9 +34,10 @@ from tqdm.auto import tqdm
 
 from flipseg.data.splits import split_by_patient
 from flipseg.errors import FlipsegError
-from flipseg.io_utils import atomic_save, atomic_write_text
+from flipseg.io_utils import atomic_write_text
 from flipseg.methods.lanet.config import LANetConfig
 from flipseg.methods.lanet.predict import CLASS_NAMES, MODEL_FILE, LANetModel, to_input
+from flipseg.methods.training import final_model, open_run, save_epoch, set_threads
 from flipseg.metrics import compute_classification_metrics, compute_dice
 from flipseg.networks.lanet import LANet, resize_map
 from flipseg.resize import resize
@@ -270,30 +270,12 @@ def evaluate_data(net: LANet, data: LANetData, *, threshold: float = 0.5, batch_
 
 
 # --------------------------------------------------------------------- training
-def _write_log(run: Path, log: list[dict[str, Any]]) -> None:
-    keys: list[str] = []
-    for row in log:
-        keys += [k for k in row if k not in keys]
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=keys, restval="")
-            w.writeheader()
-            w.writerows(log)
-
-    atomic_save(run / "train_log.csv", write)
-
-
 def _score(row: dict[str, float]) -> tuple[float, float]:
     """Model selection key: validation accuracy, then AUC (NaN counts as -inf)."""
     def num(v: float | None) -> float:
         return -np.inf if v is None or not np.isfinite(v) else float(v)
 
     return num(row.get("val_accuracy")), num(row.get("val_auc"))
-
-
-def _comparable(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in d.items() if k != "num_threads"}
 
 
 def train_lanet(
@@ -320,8 +302,6 @@ def train_lanet(
         No benign/malignant training images, a single class, no location-labelled
         image, or a run folder holding a run with another configuration.
     """
-    run = Path(run_dir)
-    run.mkdir(parents=True, exist_ok=True)
     train, val = class_samples(train), class_samples(val)
     if not train:
         raise FlipsegError("no benign or malignant training images")
@@ -333,17 +313,10 @@ def train_lanet(
     if not labelled:
         raise FlipsegError(f"no location-labelled images: loc_fraction={cfg.loc_fraction} of "
                            f"{len(train)} training images selects none")
-    ckpt = run / CHECKPOINT
-    state = torch.load(ckpt, map_location="cpu", weights_only=False) if ckpt.exists() else None
-    if state is not None and _comparable(state["config"]) != _comparable(cfg.to_dict()):
-        diff = sorted(k for k, v in _comparable(cfg.to_dict()).items() if state["config"].get(k) != v)
-        raise FlipsegError(f"run folder {run} holds a run with another configuration "
-                           f"(differs in: {', '.join(diff)}); use a new --out")
-    atomic_write_text(run / "config.json", json.dumps(cfg.to_dict(), indent=2))
+    run, state = open_run(run_dir, CHECKPOINT, cfg.to_dict())
     atomic_write_text(run / LABELLED_FILE, json.dumps(
         {"loc_fraction": cfg.loc_fraction, "n_train": len(train), "labelled": labelled}, indent=1))
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
+    set_threads(cfg.num_threads)
     torch.manual_seed(cfg.seed)
     model = LANetModel(cfg, meta={"n_train": len(train), "n_val": len(val), "n_labelled": len(labelled)})
     net = model.net
@@ -361,15 +334,13 @@ def train_lanet(
     def save(stage: int, opt: torch.optim.Optimizer) -> None:
         st = {"config": cfg.to_dict(), "net": net.state_dict(), "opt": opt.state_dict(), "stage": stage,
               "done": (done[1], done[2]), "log": log, "best": best}
-        atomic_save(ckpt, lambda p: torch.save(st, p))
         if best is not None:
             model.meta.update(stage=2, epoch=best["epoch"], selected="best validation accuracy")
             bundle = model.bundle(best["state"])
         else:
             model.meta.update(stage=stage, epoch=done[stage], selected="last epoch")
             bundle = model.bundle()
-        atomic_save(run / MODEL_FILE, lambda p: torch.save(bundle, p))
-        _write_log(run, log)
+        save_epoch(run, (CHECKPOINT, st), (MODEL_FILE, bundle), log, progress=progress)
 
     def run_stage(stage: int, epochs: int, idx: torch.Tensor, params: list) -> None:
         nonlocal best
@@ -418,13 +389,8 @@ def train_lanet(
                     best = {"score": _score(row), "epoch": epoch + 1,
                             "state": {k: v.detach().clone() for k, v in net.state_dict().items()}}
             save(stage, opt)
-            if progress:
-                tqdm.write(json.dumps({k: round(v, 4) if isinstance(v, float) else v
-                                       for k, v in row.items()}))
 
     stage1_params = list(net.backbone.parameters()) + list(net.lanet.parameters())
     run_stage(1, cfg.stage1_epochs, lab_idx, stage1_params)
     run_stage(2, cfg.stage2_epochs, torch.arange(len(data)), list(net.parameters()))
-    if not (run / MODEL_FILE).exists():
-        atomic_save(run / MODEL_FILE, lambda p: torch.save(model.bundle(), p))
-    return run / MODEL_FILE
+    return final_model(run / MODEL_FILE, model.bundle)

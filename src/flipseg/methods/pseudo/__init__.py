@@ -9,11 +9,10 @@ segments whole images without a box (:class:`PseudoUNetModel`; segmenter
 ``pseudo-unet`` in :mod:`flipseg.methods.pseudo.model`).
 """
 
-from importlib import import_module
-from typing import Any
+from flipseg.methods.common import lazy_exports
 
 # Names are imported on first use so that `flipseg --help` does not load PyTorch.
-_WHERE = {
+__all__, __getattr__ = lazy_exports(__name__, {
     "PseudoConfig": "flipseg.methods.pseudo.config",
     "PseudoData": "flipseg.methods.pseudo.train",
     "PseudoUNetModel": "flipseg.methods.pseudo.model",
@@ -28,14 +27,4 @@ _WHERE = {
     "refresh_pseudo_labels": "flipseg.methods.pseudo.train",
     "train_pseudo": "flipseg.methods.pseudo.train",
     "train_pseudo_cli": "flipseg.methods.pseudo.cli",
-}
-
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        value = getattr(import_module(_WHERE[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+})

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from flipseg.errors import FlipsegError
 from flipseg.io_utils import atomic_write_text
+from flipseg.methods import common
 
 if TYPE_CHECKING:  # the CLI parser must not import PyTorch
     from flipseg.methods.pseudo.config import PseudoConfig
@@ -27,10 +28,7 @@ def add_pseudo_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``pseudo`` recipe to the sub-parsers of ``flipseg train``; returns its parser."""
     p = subparsers.add_parser(
         "pseudo", help="U-Net on a few real masks + pseudo masks from boxes (Flip, ellipse, ...)")
-    p.add_argument("--dataset", default=None, help="bus-bra or busi (also: folder, phantom2d)")
-    p.add_argument("--data-root", default=None, help="dataset folder (default: ../shared/data/...)")
-    p.add_argument("--fold", type=int, default=None,
-                   help="BUS-BRA official fold held out as test (training uses the other folds)")
+    common.add_data_args(p, PSEUDO_DATASETS)
     p.add_argument("--masks-budget", default=None, metavar="N|P%|all",
                    help="real masks: N images, P%% of the training images, or all (default 5%%)")
     p.add_argument("--pseudo", default=None, metavar="METHOD",
@@ -38,64 +36,28 @@ def add_pseudo_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "or none (default flip)")
     p.add_argument("--pseudo-model", default=None,
                    help="model of the pseudo-mask method (default: the shipped Flip model)")
-    p.add_argument("--out", required=True, help="run folder (re-run the command to resume)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one PseudoConfig field, e.g. --set epochs=20 --set input_size=96")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N cases")
-    p.add_argument("--data-opt", action="append", default=[], metavar="KEY=VALUE",
-                   help="dataset option, e.g. --data-opt n=40 (phantom2d)")
-    p.add_argument("--no-progress", action="store_true")
+    common.add_run_args(p, "PseudoConfig", "--set epochs=20 --set input_size=96")
     return p
 
 
 def _resolve_config(args: argparse.Namespace) -> PseudoConfig:
     """Saved config of the run folder (when resuming) with the command-line overrides on top."""
-    from flipseg.methods.flip.pipeline import parse_overrides
     from flipseg.methods.pseudo.config import PseudoConfig
 
-    overrides = parse_overrides(args.set, PseudoConfig, "pseudo")
-    for flag, key in (("masks_budget", "masks_budget"), ("pseudo", "pseudo"),
-                      ("pseudo_model", "pseudo_model")):
-        if getattr(args, flag, None) is not None:
-            overrides[key] = getattr(args, flag)
-    saved = Path(args.out) / "config.json"
-    base: dict[str, Any] = {}
-    if saved.exists():
-        try:
-            base = json.loads(saved.read_text())
-        except (OSError, ValueError) as exc:
-            raise FlipsegError(f"cannot read {saved}: {exc}".splitlines()[0]) from None
-    return PseudoConfig.from_dict({**base, **overrides})
+    return common.resolve_run_config(PseudoConfig, args, "pseudo", {
+        k: getattr(args, k, None) for k in ("masks_budget", "pseudo", "pseudo_model")})
 
 
 def train_pseudo_cli(args: argparse.Namespace) -> int:
     """Run ``flipseg train pseudo``; user mistakes raise one-line :class:`FlipsegError`."""
-    from flipseg.commands import parse_data_opts
-    from flipseg.data import load_dataset
     from flipseg.methods.pseudo.config import budget_count
     from flipseg.methods.pseudo.train import lesion_samples, make_pseudo_engine, train_pseudo
 
-    name = (args.dataset or "").lower()
-    if not name:
-        raise FlipsegError(f"give --dataset ({', '.join(PSEUDO_DATASETS)})")
-    if name not in PSEUDO_DATASETS:
-        raise FlipsegError(f"unknown dataset {args.dataset!r} for pseudo; choose one of: "
-                           f"{', '.join(PSEUDO_DATASETS)}")
-    if args.limit is not None and args.limit < 1:
-        raise FlipsegError(f"--limit must be >= 1, got {args.limit}")
+    name = common.check_recipe_args(args, PSEUDO_DATASETS, "pseudo")
     cfg = _resolve_config(args)
     if cfg.pseudo != "none":
         make_pseudo_engine(cfg.pseudo, cfg.pseudo_model)  # fail before loading any data
-    part = "train" if args.fold is not None else "all"
-    opts = parse_data_opts(getattr(args, "data_opt", None) or [])
-    if args.fold is not None:
-        opts["fold"] = args.fold
-    errors: list = []
-    samples = load_dataset(name, args.data_root, part=part, errors=errors, **opts)
-    for case_id, msg in errors:
-        print(f"skipped case {case_id}: {msg}")
-    if args.limit is not None:
-        samples = samples[: args.limit]
+    part, samples, _ = common.load_recipe_samples(args, name)
     samples = lesion_samples(samples)
     if not samples:
         raise FlipsegError(f"dataset {name!r} (part {part!r}) has no image with a lesion box")

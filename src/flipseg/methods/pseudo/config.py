@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 from flipseg.errors import FlipsegError
+from flipseg.methods.common import RecipeConfig
 
 __all__ = ["AUGMENTATIONS", "NORMALIZATIONS", "PseudoConfig", "budget_count", "parse_budget"]
 
@@ -60,7 +60,7 @@ def budget_count(text: str, n_available: int) -> int:
 
 
 @dataclass
-class PseudoConfig:
+class PseudoConfig(RecipeConfig):
     """Every knob of pseudo-mask U-Net training and inference (paper 000, Table 4; CPU defaults)."""
 
     # ------------------------------------------------------------------- labels
@@ -113,13 +113,15 @@ class PseudoConfig:
     num_threads: int = 0
     """Torch CPU threads (0 = leave torch's default)."""
 
+    option_word = "pseudo"
+
     def __post_init__(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)
         self.masks_budget = str(self.masks_budget).strip().lower()
         self.pseudo = str(self.pseudo).strip().lower()
         parse_budget(self.masks_budget)
         levels = 2 ** (len(self.channels) - 1)
-        checks = {
+        self.check_options({
             "input_size": (self.input_size >= 16 and self.input_size % levels == 0,
                            f">= 16 and a multiple of {levels}"),
             "channels": (len(self.channels) >= 2 and min(self.channels) >= 1, "two or more widths"),
@@ -135,21 +137,4 @@ class PseudoConfig:
             "augment": (self.augment in AUGMENTATIONS, " or ".join(AUGMENTATIONS)),
             "threshold": (0 < self.threshold < 1, "in (0, 1)"),
             "num_threads": (self.num_threads >= 0, ">= 0"),
-        }
-        for name, (ok, need) in checks.items():
-            if not ok:
-                raise FlipsegError(f"invalid pseudo option {name}={getattr(self, name)!r} (must be {need})")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["channels"] = list(self.channels)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "PseudoConfig":
-        """Build from a saved dict; unknown keys fail with the list of known ones."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise FlipsegError(f"unknown pseudo option {unknown[0]!r}; known: {', '.join(sorted(known))}")
-        return cls(**d)
+        })

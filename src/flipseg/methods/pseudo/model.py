@@ -16,13 +16,13 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from scipy import ndimage
+from torch import nn
 
 from flipseg.boxes import Box
 from flipseg.errors import FlipsegError
 from flipseg.methods.pseudo.config import PseudoConfig
+from flipseg.methods.whole_image import WholeImageModel, clean_mask, image_to_input
 from flipseg.networks.unet import build_unet
-from flipseg.resize import resize
 from flipseg.segmenters import SEGMENTERS, Segmenter
 
 __all__ = ["MODEL_FILE", "PseudoUNetModel", "PseudoUNetSegmenter", "postprocess", "to_input"]
@@ -32,85 +32,35 @@ _FORMAT = "flipseg-pseudo-unet-1"
 
 
 def to_input(image: np.ndarray, cfg: PseudoConfig) -> np.ndarray:
-    """A 2D image (0-255) -> float32 [S, S] in [0, 1], ``S = cfg.input_size`` (bilinear).
-
-    Raises
-    ------
-    FlipsegError
-        The image is not 2D.
-    """
-    image = np.asarray(image, dtype=np.float32)
-    if image.ndim != 2:
-        raise FlipsegError(f"pseudo-unet segments 2D images, got shape {image.shape}")
-    S = cfg.input_size
-    x = resize(image, (S, S))
-    if cfg.normalize == "percentile":
-        lo, hi = np.percentile(x, (1, 99))
-        x = (x - lo) / max(float(hi - lo), 1e-3)
-    else:
-        x = x / 255.0
-    return np.clip(x, 0.0, 1.0).astype(np.float32)
+    """A 2D image (0-255) -> float32 [S, S] in [0, 1], ``S = cfg.input_size``, intensities as
+    ``cfg.normalize`` says (:func:`~flipseg.methods.whole_image.image_to_input`; FlipsegError
+    when it is not 2D)."""
+    return image_to_input(image, cfg.input_size, what=PseudoUNetModel.input_what, normalize=cfg.normalize)
 
 
 def postprocess(mask: np.ndarray, cfg: PseudoConfig) -> np.ndarray:
     """Fill holes and keep the largest component, as ``cfg`` says (bool in, bool out)."""
-    mask = np.asarray(mask, bool)
-    if cfg.fill_holes:
-        mask = ndimage.binary_fill_holes(mask)
-    if cfg.largest_component and mask.any():
-        lab, n = ndimage.label(mask)
-        if n > 1:
-            mask = lab == (np.argmax(np.bincount(lab.ravel())[1:]) + 1)
-    return mask
+    return clean_mask(mask, fill_holes=cfg.fill_holes, largest_component=cfg.largest_component)
 
 
-class PseudoUNetModel:
-    """Configuration + weights of a U-Net trained on real and pseudo masks."""
+class PseudoUNetModel(WholeImageModel):
+    """Configuration + weights of a U-Net trained on real and pseudo masks (``load`` reads a
+    run folder's ``pseudo_model.pt`` or a model file; ``bundle()`` is the saved form)."""
 
-    def __init__(
-        self, cfg: PseudoConfig, state_dict: dict | None = None, meta: dict[str, Any] | None = None
-    ) -> None:
-        self.cfg = cfg
-        self.net = build_unet(2, 1, 1, cfg.channels, num_res_units=cfg.num_res_units)
-        if state_dict is not None:
-            self.net.load_state_dict(state_dict)
-        self.net.eval()
-        self.meta = dict(meta or {})
+    model_file = MODEL_FILE
+    bundle_format = _FORMAT
+    bundle_what = "pseudo-unet model"
+    config_class = PseudoConfig
+    input_what = "pseudo-unet segments"
+    cfg: PseudoConfig
 
-    @classmethod
-    def load(cls, path: str | Path) -> "PseudoUNetModel":
-        """From a run folder (its ``pseudo_model.pt``) or a model file."""
-        path = Path(path)
-        if path.is_dir():
-            path = path / MODEL_FILE
-        if not path.exists():
-            raise FlipsegError(f"model not found: {path}")
-        try:
-            bundle = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is a user mistake
-            raise FlipsegError(f"cannot read model file {path}: {exc}".splitlines()[0]) from None
-        if not isinstance(bundle, dict) or bundle.get("format") != _FORMAT:
-            raise FlipsegError(f"{path} is not a flipseg pseudo-unet model")
-        return cls(PseudoConfig.from_dict(bundle["config"]), bundle["state_dict"], bundle.get("meta"))
+    def build_network(self, cfg: PseudoConfig) -> nn.Module:
+        return build_unet(2, 1, 1, cfg.channels, num_res_units=cfg.num_res_units)
 
-    def bundle(self) -> dict[str, Any]:
-        """The saved form: format tag, config, meta and the current weights."""
-        return {"format": _FORMAT, "config": self.cfg.to_dict(), "meta": self.meta,
-                "state_dict": {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}}
-
-    @torch.no_grad()
     def probability_maps(self, images: Sequence[np.ndarray], *, batch_size: int = 32) -> list[np.ndarray]:
         """Lesion probability per pixel, float32 (H, W) of each 2D image (bilinear resize back)."""
-        if self.cfg.num_threads:
-            torch.set_num_threads(self.cfg.num_threads)
-        self.net.eval()
-        out: list[np.ndarray] = []
-        for start in range(0, len(images), batch_size):
-            chunk = images[start : start + batch_size]
-            x = torch.from_numpy(np.stack([to_input(im, self.cfg) for im in chunk])[:, None])
-            prob = torch.sigmoid(self.net(x))[:, 0].numpy()  # [B, S, S]
-            out += [np.clip(resize(p, np.shape(im)), 0.0, 1.0) for im, p in zip(chunk, prob)]
-        return out
+        return self.probability_maps_of(images, lambda x: torch.sigmoid(self.net(x))[:, 0],
+                                        batch_size=batch_size)
 
     def predict_many(self, images: Sequence[np.ndarray], *, batch_size: int = 32) -> list[np.ndarray]:
         """Lesion masks (bool, each image's own shape), batched through the network."""

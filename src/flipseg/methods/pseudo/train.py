@@ -27,7 +27,6 @@ training.
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 from collections import defaultdict
@@ -45,6 +44,7 @@ from flipseg.errors import FlipsegError
 from flipseg.io_utils import atomic_save, atomic_write_text
 from flipseg.methods.pseudo.config import PseudoConfig, budget_count
 from flipseg.methods.pseudo.model import MODEL_FILE, PseudoUNetModel, to_input
+from flipseg.methods.training import final_model, load_states, open_run, save_epoch, set_threads
 from flipseg.resize import resize
 
 __all__ = [
@@ -338,24 +338,6 @@ def pseudo_dice(data: PseudoData) -> float:
 
 
 # --------------------------------------------------------------------- training
-def _write_log(run: Path, log: list[dict[str, Any]]) -> None:
-    keys: list[str] = []
-    for row in log:
-        keys += [k for k in row if k not in keys]
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=keys, restval="")
-            w.writeheader()
-            w.writerows(log)
-
-    atomic_save(run / "train_log.csv", write)
-
-
-def _comparable(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in d.items() if k != "num_threads"}
-
-
 def _refresh_due(epochs_done: int, cfg: PseudoConfig) -> bool:
     """Refresh after every ``refresh_every``-th epoch, except the last one (nothing would use it)."""
     return bool(cfg.refresh_every) and epochs_done % cfg.refresh_every == 0 and epochs_done < cfg.epochs
@@ -398,20 +380,11 @@ def train_pseudo(
         No usable training image, a budget larger than the masked images, an unknown
         pseudo-mask method, or a run folder holding a run with another configuration.
     """
-    run = Path(run_dir)
-    run.mkdir(parents=True, exist_ok=True)
     samples = lesion_samples(train)
     if not samples:
         raise FlipsegError("no training image with a box")
-    ckpt = run / CHECKPOINT
-    state = torch.load(ckpt, map_location="cpu", weights_only=False) if ckpt.exists() else None
-    if state is not None and _comparable(state["config"]) != _comparable(cfg.to_dict()):
-        diff = sorted(k for k, v in _comparable(cfg.to_dict()).items() if state["config"].get(k) != v)
-        raise FlipsegError(f"run folder {run} holds a run with another configuration "
-                           f"(differs in: {', '.join(diff)}); use a new --out")
-    atomic_write_text(run / "config.json", json.dumps(cfg.to_dict(), indent=2))
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
+    run, state = open_run(run_dir, CHECKPOINT, cfg.to_dict())
+    set_threads(cfg.num_threads)
 
     real = choose_real_masks(samples, cfg.masks_budget, seed=cfg.seed + 1)
     real_set = set(real)
@@ -446,9 +419,7 @@ def train_pseudo(
         opt, lambda it: 0.5 * (1 + np.cos(np.pi * min(1.0, it / total))))
     start, log = 0, []
     if state is not None:
-        net.load_state_dict(state["net"])
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
+        load_states(state, {"net": net, "opt": opt, "sched": sched})
         if tuple(state["labels"].shape) != tuple(data.labels.shape):
             raise FlipsegError(f"run folder {run} was trained on other images ({state['labels'].shape[0]} "
                                f"vs {len(data)} now); use a new --out")
@@ -489,12 +460,5 @@ def train_pseudo(
         st = {"config": cfg.to_dict(), "net": net.state_dict(), "opt": opt.state_dict(),
               "sched": sched.state_dict(), "epoch": epoch + 1, "log": log,
               "labels": data.labels.to(torch.uint8)}
-        atomic_save(ckpt, lambda p, st=st: torch.save(st, p))
-        bundle = model.bundle()
-        atomic_save(run / MODEL_FILE, lambda p, b=bundle: torch.save(b, p))
-        _write_log(run, log)
-        if progress:
-            tqdm.write(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))
-    if not (run / MODEL_FILE).exists():
-        atomic_save(run / MODEL_FILE, lambda p: torch.save(model.bundle(), p))
-    return run / MODEL_FILE
+        save_epoch(run, (CHECKPOINT, st), (MODEL_FILE, model.bundle()), log, progress=progress)
+    return final_model(run / MODEL_FILE, model.bundle)

@@ -1,0 +1,179 @@
+"""Run folders of the training recipes: config, checkpoint (resume), log, model bundle.
+
+Every recipe trains the same way round: write ``config.json``; when the run
+folder holds a checkpoint, refuse it if it was made with another configuration,
+else reload it and go on after its last finished epoch; after every epoch save
+the checkpoint and the inference bundle atomically (an interrupted run loses at
+most the epoch under way), rewrite ``train_log.csv`` and print the log row.
+The checkpoints' and bundles' contents stay each recipe's own (their formats
+are unchanged); this module only moves them to and from disk.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from flipseg.errors import FlipsegError
+from flipseg.io_utils import atomic_save, atomic_write_text
+
+__all__ = [
+    "LOG_FILE",
+    "cpu_state",
+    "final_model",
+    "load_checkpoint",
+    "load_states",
+    "open_run",
+    "save_epoch",
+    "save_torch",
+    "set_threads",
+    "write_config",
+    "write_log",
+]
+
+#: The per-epoch log of every run folder.
+LOG_FILE = "train_log.csv"
+
+
+def set_threads(n: int) -> None:
+    """``torch.set_num_threads(n)``; 0 leaves torch's default."""
+    if n:
+        torch.set_num_threads(n)
+
+
+def cpu_state(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Detached CPU copies of a state dict's tensors (what a bundle stores)."""
+    return {k: v.detach().cpu().clone() for k, v in state_dict.items()}
+
+
+def save_torch(path: str | Path, obj: Any) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically (a temporary file, then a rename)."""
+    return atomic_save(path, lambda tmp: torch.save(obj, tmp))
+
+
+def write_config(run: Path, config: Mapping[str, Any]) -> None:
+    """The run's configuration as ``config.json`` (what a re-run resumes with)."""
+    atomic_write_text(run / "config.json", json.dumps(config, indent=2))
+
+
+def _comparable(config: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k != "num_threads"}
+
+
+def load_checkpoint(path: Path, config: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+    """The checkpoint at ``path``, or None when there is none yet.
+
+    Parameters
+    ----------
+    path
+        Checkpoint file inside the run folder.
+    config
+        The configuration (``cfg.to_dict()``) of the run about to start; when
+        given, it must equal the checkpoint's ``config`` but for ``num_threads``.
+
+    Raises
+    ------
+    FlipsegError
+        The run folder holds a run with another configuration.
+    """
+    if not path.exists():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if config is not None and _comparable(state["config"]) != _comparable(config):
+        diff = sorted(k for k, v in _comparable(config).items() if state["config"].get(k) != v)
+        raise FlipsegError(f"run folder {path.parent} holds a run with another configuration "
+                           f"(differs in: {', '.join(diff)}); use a new --out")
+    return state
+
+
+def open_run(
+    run_dir: str | Path, checkpoint: str, config: Mapping[str, Any], *, same_config: bool = True
+) -> tuple[Path, dict[str, Any] | None]:
+    """Start or resume a run: create the folder, read its checkpoint, write ``config.json``.
+
+    Parameters
+    ----------
+    run_dir
+        The run folder (created when missing).
+    checkpoint
+        File name of the recipe's checkpoint in it.
+    config
+        The run's configuration (``cfg.to_dict()``).
+    same_config
+        Refuse a checkpoint saved with another configuration (the checkpoint holds it
+        under ``config``); see :func:`load_checkpoint`.
+
+    Returns
+    -------
+    (run folder, checkpoint contents or None when the run starts afresh)
+    """
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    state = load_checkpoint(run / checkpoint, config if same_config else None)
+    write_config(run, config)
+    return run, state
+
+
+def load_states(state: Mapping[str, Any], parts: Mapping[str, Any]) -> None:
+    """Resume: ``parts[key].load_state_dict(state[key])`` for every key (networks,
+    optimizers, schedulers)."""
+    for key, part in parts.items():
+        part.load_state_dict(state[key])
+
+
+def write_log(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    """The log rows as CSV (columns: every key, in order of first appearance; blanks where a
+    row has none), written atomically."""
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=keys, restval="")
+            w.writeheader()
+            w.writerows(rows)
+
+    atomic_save(path, write)
+
+
+def save_epoch(
+    run: Path,
+    checkpoint: tuple[str, dict[str, Any]],
+    bundle: tuple[str, dict[str, Any]],
+    log: Sequence[Mapping[str, Any]],
+    *,
+    progress: bool,
+    label: str = "",
+) -> None:
+    """Everything a finished epoch leaves in the run folder.
+
+    Parameters
+    ----------
+    run
+        The run folder.
+    checkpoint, bundle
+        ``(file name, contents)`` of the checkpoint and of the inference bundle.
+    log
+        Every epoch's log row so far (``train_log.csv``).
+    progress
+        Also print the last row, as JSON after ``label``.
+    """
+    save_torch(run / checkpoint[0], checkpoint[1])
+    save_torch(run / bundle[0], bundle[1])
+    write_log(run / LOG_FILE, log)
+    if progress:
+        tqdm.write(label + json.dumps({k: round(v, 4) if isinstance(v, float) else v
+                                       for k, v in log[-1].items()}))
+
+
+def final_model(path: Path, make_bundle: Callable[[], dict[str, Any]]) -> Path:
+    """``path``, after saving ``make_bundle()`` there if no epoch has (nothing left to train)."""
+    if not path.exists():
+        save_torch(path, make_bundle())
+    return path
