@@ -5,8 +5,10 @@
 
 Tables printed (markdown):
 1. BUS-BRA fold 5 test and BUSI lesions (external), tight boxes: Dice, JAC, HD,
-   ASD (mean±std) for flip, ellipse, box, grabcut; paired t-tests of flip against
-   the ellipse (the floor) and GrabCut (the strongest classic baseline).
+   ASD (mean±std) for flip, flip-grabcut (Flip masks refined by GrabCut), ellipse,
+   box, grabcut; paired t-tests of both Flip rows against the ellipse (the floor)
+   and GrabCut (the strongest classic baseline). Finished methods are read back
+   from ``--out``, so an interrupted run resumes.
 2. The same with 0-10 px box shifts (3 seeded repeats per box).
 3. Speed: seconds per image amortised over a batch, and against the superpixel count.
 4. Training time of the model's run (from its logs), when the run folder is given.
@@ -32,6 +34,8 @@ from flipseg.segmenters import get_segmenter
 register_all()  # the "flip", "flip2d-slices", "boxinst" segmenters
 
 METRICS = ("dice", "jaccard", "hd", "asd")
+#: Flip, Flip refined by GrabCut (ours), and the floors/baselines beside them.
+METHODS = ("flip", "flip-grabcut", "ellipse", "box", "grabcut")
 
 
 def _cases(dataset: str, limit: int | None) -> list[dict]:
@@ -57,23 +61,27 @@ def quality(model: str | None, datasets: list[str], shift: str | None, limit: in
     lines = []
     for ds in datasets:
         cases = _cases(ds, limit)
-        segs = {"flip": get_segmenter("flip", **({"model": model} if model else {})),
-                "ellipse": get_segmenter("ellipse"), "box": get_segmenter("box"),
-                "grabcut": get_segmenter("grabcut")}
         d = out / ds / (shift or "tight")
-        res = evaluate_methods(cases, segs, dataset=ds, out_dir=d, box_shift=shift,
-                               progress=True, batch_size=64)
+        # a method whose summary is already under --out is read back (the run resumes)
+        todo = [m for m in METHODS if not (d / m / "summary.json").exists()]
+        if todo:
+            segs = {m: get_segmenter(m, **({"model": model} if model and m.startswith("flip") else {}))
+                    for m in todo}
+            evaluate_methods(cases, segs, dataset=ds, out_dir=d, box_shift=shift,
+                             progress=True, batch_size=64)
+        summaries = [json.loads((d / m / "summary.json").read_text()) for m in METHODS]
         title = f"### {ds}: {'tight boxes' if not shift else f'box shift {shift} px (3 repeats)'}"
-        lines += [title, format_table(list(res["methods"].values()), METRICS)]
-        pc = {m: _per_case(d / m / "cases.csv") for m in segs}
-        for ref in ("ellipse", "grabcut"):
-            common = sorted(set(pc["flip"]) & set(pc[ref]))
-            lines.append(f"| flip vs {ref} | mean diff | t | p |\n|---|---|---|---|")
-            for m in METRICS:
-                t = paired_ttest([pc["flip"][c][m] for c in common], [pc[ref][c][m] for c in common])
-                f = 100.0 if m in ("dice", "jaccard") else 1.0
-                lines.append(f"| {m} | {t['mean_diff'] * f:+.2f} | {t['t']:.2f} | {t['p']:.2g} |")
-            lines.append("")
+        lines += [title, format_table(summaries, METRICS)]
+        pc = {m: _per_case(d / m / "cases.csv") for m in METHODS}
+        for meth in ("flip", "flip-grabcut"):
+            for ref in ("ellipse", "grabcut"):
+                common = sorted(set(pc[meth]) & set(pc[ref]))
+                lines.append(f"| {meth} vs {ref} | mean diff | t | p |\n|---|---|---|---|")
+                for m in METRICS:
+                    t = paired_ttest([pc[meth][c][m] for c in common], [pc[ref][c][m] for c in common])
+                    f = 100.0 if m in ("dice", "jaccard") else 1.0
+                    lines.append(f"| {m} | {t['mean_diff'] * f:+.2f} | {t['t']:.2f} | {t['p']:.2g} |")
+                lines.append("")
     return "\n".join(lines)
 
 

@@ -31,3 +31,18 @@ def test_flip3d_model_segments_a_phantom_lesion():
     res = model.segment_many([ph["image"]] * len(ph["boxes"]), ph["boxes"])
     dice = [compute_dice(r.mask, m) for r, m in zip(res, ph["lesion_masks"])]
     assert np.mean(dice) > 0.6
+
+
+def test_flip_grabcut_refines_the_flip_masks_inside_the_box(samples):
+    from flipseg.methods import register_all
+    from flipseg.segmenters import get_segmenter
+
+    register_all()
+    cases = samples[:3]
+    flip = get_segmenter("flip").segment_many([c["image"] for c in cases], [c["box"] for c in cases])
+    refined = get_segmenter("flip-grabcut").segment_many([c["image"] for c in cases],
+                                                        [c["box"] for c in cases])
+    for c, a, b in zip(cases, flip, refined):
+        assert b.shape == a.shape and b.any()
+        assert not (b & ~c["box"].to_mask(b.shape)).any()
+    assert any((a != b).any() for a, b in zip(flip, refined))

@@ -76,7 +76,7 @@ def parse_data_opts(items: list[str]) -> dict[str, Any]:
 
 
 #: Methods that take ``--model`` (a trained run folder or checkpoint file).
-MODEL_METHODS = ("flip", "flip2d-slices", "boxinst", "pseudo-unet", "hybrid", "sam")
+MODEL_METHODS = ("flip", "flip-grabcut", "flip2d-slices", "boxinst", "pseudo-unet", "hybrid", "sam")
 
 
 def _method_opts(name: str, model: str | None) -> dict[str, Any]:

@@ -120,3 +120,24 @@ def test_unknown_options_are_user_errors():
         BASELINES.get("gac")(img, box, init="circle")
     with pytest.raises(FlipsegError, match="polarity"):
         BASELINES.get("saliency-sr")(img, box, polarity="bright")
+
+
+def test_grabcut_refines_a_given_mask():
+    img, gt = _disc((64, 64), seed=3)
+    box = Box.from_mask(gt)
+    grabcut = BASELINES.get("grabcut")
+    ys, xs = np.nonzero(gt)
+    yy, xx = np.ogrid[:64, :64]
+    radius = np.sqrt(gt.sum() / np.pi)
+
+    def dice(a, b):
+        return 2 * (a & b).sum() / (a.sum() + b.sum())
+
+    # initial masks 30% too small and 20% too large both move to the lesion edge
+    for scale in (0.7, 1.2):
+        init = (yy - ys.mean()) ** 2 + (xx - xs.mean()) ** 2 <= (scale * radius) ** 2
+        out = grabcut(img, box, init=init, init_core=0.3)
+        assert dice(out, gt) > dice(init, gt) + 0.1
+        assert not (out & ~box.to_mask(gt.shape)).any()
+    with pytest.raises(FlipsegError, match="init mask has shape"):
+        grabcut(img, box, init=init[:10])

@@ -75,6 +75,10 @@ class BoxCrop:
         ]
         return inscribed_ellipse(self.image, Box.from_lo_hi(lo, hi))
 
+    def cut(self, full: np.ndarray) -> np.ndarray:
+        """The crop window of a full-image array (the inverse of :meth:`paste` on the window)."""
+        return np.asarray(full)[self.view.slices()]
+
     def paste(self, local_mask: np.ndarray) -> np.ndarray:
         """Full-image bool mask from a crop mask; only box pixels can be True."""
         out = np.zeros(self.full_shape, dtype=bool)

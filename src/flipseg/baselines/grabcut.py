@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from flipseg.baselines import register_baseline
-from flipseg.baselines.contours import box_crop, clean_mask, robust_unit
+from flipseg.baselines.contours import BoxCrop, box_crop, clean_mask, robust_unit
 from flipseg.baselines.shapes import inscribed_ellipse
 from flipseg.boxes import Box
 from flipseg.errors import FlipsegError
@@ -78,6 +78,8 @@ def grabcut(
     location: bool = True,
     core: float = 0.5,
     max_side: int = 200,
+    init: np.ndarray | None = None,
+    init_core: float = 0.0,
 ) -> np.ndarray:
     """OpenCV GrabCut with everything outside the box as certain background.
 
@@ -88,6 +90,12 @@ def grabcut(
     (0 disables it); when the box covers the whole crop (a box filling the
     image) the crop's 1-pixel border is background instead. ``rng`` seeds
     OpenCV's generator (GrabCut's k-means).
+
+    ``init`` (a mask of the image's shape, e.g. another method's output) refines
+    that mask instead: inside the box, ``init`` is probable foreground and the
+    rest probable background; ``core`` is then ignored, and the part of ``init``
+    deeper than ``init_core`` times its largest inscribed radius is certain
+    foreground (0 disables it).
 
     Rules (not error handling): a box of fewer than 25 pixels, or an empty
     GrabCut foreground, gives the inscribed ellipse. The foreground is reduced
@@ -117,7 +125,13 @@ def grabcut(
 
     inside = work_box.to_mask(work_shape)
     gc_mask = np.where(inside, cv2.GC_PR_FGD, cv2.GC_BGD).astype(np.uint8)
-    if core > 0:
+    if init is not None:
+        prior = _prior_on_grid(init, image.shape, crop, work_shape)
+        gc_mask[inside & ~prior] = cv2.GC_PR_BGD
+        if init_core > 0 and prior.any():
+            depth = cv2.distanceTransform(prior.astype(np.uint8), cv2.DIST_L2, 3)
+            gc_mask[inside & (depth > init_core * depth.max())] = cv2.GC_FGD
+    elif core > 0:
         sure = resize(crop.ellipse(core).astype(np.uint8), work_shape, order=0).astype(bool)
         gc_mask[sure & inside] = cv2.GC_FGD
     if inside.all():
@@ -136,3 +150,12 @@ def grabcut(
     if not out.any():  # documented rule: empty GrabCut foreground -> inscribed ellipse
         return inscribed_ellipse(image, box)
     return out
+
+
+def _prior_on_grid(init: np.ndarray, shape: tuple[int, ...], crop: BoxCrop,
+                   work_shape: tuple[int, ...]) -> np.ndarray:
+    """``init`` (image shape) cut to the crop and resized to GrabCut's working grid."""
+    init = np.asarray(init, dtype=bool)
+    if init.shape != tuple(shape):
+        raise FlipsegError(f"grabcut init mask has shape {init.shape}, the image {tuple(shape)}")
+    return resize(crop.cut(init).astype(np.uint8), work_shape, order=0).astype(bool)
