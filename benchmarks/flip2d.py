@@ -64,10 +64,9 @@ def quality(model: str | None, datasets: list[str], shift: str | None, limit: in
         d = out / ds / (shift or "tight")
         # a method whose summary is already under --out is read back (the run resumes)
         todo = [m for m in METHODS if not (d / m / "summary.json").exists()]
-        if todo:
-            segs = {m: get_segmenter(m, **({"model": model} if model and m.startswith("flip") else {}))
-                    for m in todo}
-            evaluate_methods(cases, segs, dataset=ds, out_dir=d, box_shift=shift,
+        for m in todo:  # one method per call: each writes d/<method>/
+            seg = get_segmenter(m, **({"model": model} if model and m.startswith("flip") else {}))
+            evaluate_methods(cases, {m: seg}, dataset=ds, out_dir=d / m, box_shift=shift,
                              progress=True, batch_size=64)
         summaries = [json.loads((d / m / "summary.json").read_text()) for m in METHODS]
         title = f"### {ds}: {'tight boxes' if not shift else f'box shift {shift} px (3 repeats)'}"

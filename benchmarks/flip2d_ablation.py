@@ -30,13 +30,15 @@ from flipseg.segmenters import get_segmenter
 VARIANTS: dict[str, dict] = {
     "ours": {},
     # rewards (the paper's eq. (1)-(5) and our box prior)
-    "paper rewards (CSR+IDR1+IDR2, no prior)": {"use_csr": True, "use_idr1": True,
-                                                "use_prior": False, "csr_tolerance": 0.0},
+    "paper rewards (CSR+IDR1+IDR2 no prior)": {"use_csr": True, "use_idr1": True,
+                                                "use_prior": False, "csr_tolerance": 0.0,
+                                                "erase_cost": 0.0},
     "+ IDR1": {"use_idr1": True},
-    "no CSR": {"use_csr": False},
+    "+ CSR": {"use_csr": True},
+    "+ CSR tolerance 0.03": {"use_csr": True, "csr_tolerance": 0.03},
     "no IDR2": {"use_idr2": False},
     "no prior": {"use_prior": False},
-    "CSR tolerance 0": {"csr_tolerance": 0.0},
+    "no erase cost": {"erase_cost": 0.0},
     # state and post-processing
     "no global view": {"global_view": False},
     "no smoothing": {"smooth": 0.0},
@@ -80,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
              f"test: first {len(test)} boxes of fold 5.", "",
              "| variant | Dice | JAC | HD | ASD | p Dice vs ours | p HD vs ours | train min |",
              "|---|---|---|---|---|---|---|---|"]
+    unknown = [n for n in a.variants.split(",") if n not in VARIANTS]
+    if unknown:
+        print(f"flip2d_ablation: unknown variant(s) {unknown}; choose from: {', '.join(VARIANTS)}",
+              file=sys.stderr)
+        return 2
     for name in a.variants.split(","):
         cfg = base.with_overrides(**VARIANTS[name])
         run = Path(a.out) / name.replace(" ", "_").replace("(", "").replace(")", "")
@@ -103,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{pd:.2g} | {ph:.2g} | {minutes:.1f} |"
         )
         print(lines[-1], flush=True)
+        Path(a.out).mkdir(parents=True, exist_ok=True)
+        (Path(a.out) / "report_partial.md").write_text("\n".join(lines) + "\n")
     ell = get_segmenter("ellipse")
     m = [segmentation_metrics(ell.segment(s["image"], s["box"]), s["mask"]) for s in test]
     r = {k: np.array([x[k] for x in m]) for k in ("dice", "jaccard", "hd", "asd")}

@@ -112,7 +112,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def _best_default_method() -> str:
     from flipseg.methods.flip.infer import default_model_path
 
-    return "flip" if default_model_path(2).exists() else "ellipse"
+    # flip-grabcut: the best measured on BUS-BRA fold 5 (benchmarks/flip2d.py)
+    return "flip-grabcut" if default_model_path(2).exists() else "ellipse"
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -136,6 +137,8 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"{method}: segmented {len(samples)} images in {time.time() - t0:.1f} s -> {out}")
     methods = {method: seg}
     refs = ["ellipse", "grabcut"]  # the floor and the strongest classic baseline
+    if method == "flip-grabcut":
+        refs.insert(0, "flip")  # Flip Learning's own masks, before the GrabCut refinement
     from flipseg.methods.boxinst.model import default_model_path as boxinst_model
 
     if boxinst_model().exists():
