@@ -19,6 +19,7 @@ import json
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,7 @@ DEFAULT_METHODS = (
 )
 
 
+@lru_cache(maxsize=2)  # each worker process reads a dataset once, not once per job
 def _dataset(name: str, limit: int | None) -> list[dict]:
     if name == "busi":
         samples = load_dataset("busi")

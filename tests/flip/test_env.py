@@ -134,3 +134,29 @@ def test_global_view_shows_the_erased_region_and_current_superpixel():
     env.step(np.ones((1, 2), int))
     states, _, _ = env.observe()
     assert states[0, :, C - 2].max() == 255  # the erased superpixels now show
+
+
+@pytest.mark.parametrize("inference_terminal", [True, False])
+def test_flip_terminal_at_inference_is_an_option(inference_terminal):
+    from flipseg.methods.flip.env import greedy_rollout
+
+    cfg = FlipConfig(agents=2, traversals=2, stop_margin=0.5, inference_terminal=inference_terminal)
+    eps = _episodes(cfg)[:1]
+
+    def erase_all(states, aux):  # [E, K, 2]: erase preferred everywhere
+        q = torch.zeros(states.shape[0], states.shape[1], 2)
+        q[..., 1] = 1.0
+        return q
+
+    env = greedy_rollout(eps, cfg, _scorer, erase_all)
+    full = 2 * int(env.agent_len.max())
+    steps = int(env.t[0])
+    assert env.score[0] > 0.5  # erasing the disc flips the stand-in classifier early
+    if inference_terminal:
+        assert steps < full and env._erased_area_fraction()[0] < 1.0
+    else:
+        assert steps == full and env._erased_area_fraction()[0] == pytest.approx(1.0)
+    # training environments keep the paper's terminal whatever the inference option
+    train_env = VecErasingEnv(eps, cfg, _scorer)
+    _run(train_env, lambda env, t: np.ones((1, cfg.agents), int))
+    assert int(train_env.t[0]) < full

@@ -76,6 +76,12 @@ class FlipConfig:
     erased superpixel."""
     stop_margin: float = 0.01
     """S: an episode ends when the normal score exceeds 1 - S."""
+    inference_terminal: bool = False
+    """Apply that terminal at inference too (and in validation). False (CPU preset): the
+    greedy agents run their T traversals and the terminal acts in training only. On
+    BUS-BRA fold 5 with the shipped model, the terminal stopped 11% of the episodes with
+    a median 83% of the lesion erased (those boxes: Dice 0.84 against 0.90 for the
+    ellipse); all 383 boxes: Dice 0.904 with it, 0.911 without (docs/flip.md)."""
     state_size: int = 32
     """Side of the square state crop fed to the Q-network."""
     state_scale: float = 0.5
@@ -283,6 +289,7 @@ class FlipConfig:
 #: Options added after the first release, with the value that reproduces the behaviour
 #: of configurations saved before they existed.
 LEGACY_VALUES: dict[str, Any] = {
+    "inference_terminal": True,
     "global_view": False,
     "use_prior": False,
     "prior_core": 0.0,
@@ -307,6 +314,7 @@ PAPER_2D_PRESET: dict[str, Any] = {
     "position_channel": False,
     "aux_features": False,
     "smooth": 0.0,
+    "inference_terminal": True,
     "levels": PAPER_2D_LEVELS,
     "epochs_per_level": 20,
     "epochs": 100,

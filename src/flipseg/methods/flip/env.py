@@ -267,6 +267,8 @@ class VecErasingEnv:
     scorer : callable mapping a float tensor [B, 1, *cls] (intensities / 255) to the
         classifier's normal-tissue probability [B]
     compute_rewards : False at inference (skips the per-agent counterfactual scores)
+    terminal : end an episode when the normal score passes ``1 - cfg.stop_margin`` (the
+        paper's flip terminal); False: every episode runs its ``cfg.traversals``
     priors : coarse-to-fine only (``cfg.curriculum == "c2f"``): per episode, the coarse
         stage's mask in the state canvas (values 0-1, see :meth:`state_masks`), shown to
         the agents as one more state channel; None (or a None entry) shows 0.5
@@ -281,8 +283,10 @@ class VecErasingEnv:
         *,
         compute_rewards: bool = True,
         priors: Sequence[np.ndarray | None] | None = None,
+        terminal: bool = True,
     ) -> None:
         self.cfg = cfg
+        self.terminal = terminal
         self.episodes = list(episodes)
         self.scorer = scorer
         self.compute_rewards = compute_rewards
@@ -503,7 +507,9 @@ class VecErasingEnv:
         self.erased = joint
         self.score = new_score
         self.t = np.where(self.done, self.t, self.t + 1)
-        finished = (self.t >= self.max_steps) | (self.score > 1.0 - self.cfg.stop_margin)
+        finished = self.t >= self.max_steps
+        if self.terminal:
+            finished |= self.score > 1.0 - self.cfg.stop_margin
         self.done = self.done | finished
         # frames: shift and add the crop at the new position
         crop = self._crops(self._current_sp(), self.erased)
@@ -631,8 +637,10 @@ def greedy_rollout(
     *,
     priors: Sequence[np.ndarray | None] | None = None,
 ) -> VecErasingEnv:
-    """Erase every episode to its end with the greedy policy (no rewards computed)."""
-    env = VecErasingEnv(episodes, cfg, scorer, compute_rewards=False, priors=priors)
+    """Erase every episode to its end with the greedy policy (no rewards computed; the
+    flip terminal applies when ``cfg.inference_terminal`` is on)."""
+    env = VecErasingEnv(episodes, cfg, scorer, compute_rewards=False, priors=priors,
+                        terminal=cfg.inference_terminal)
     while not env.all_done():
         states, aux, _ = env.observe()
         env.step(q_values(states, aux).argmax(-1))
