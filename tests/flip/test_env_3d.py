@@ -104,8 +104,11 @@ def test_oracle_erasing_in_3d():
 
 
 def test_3d_preset_and_level_scaling():
-    cfg = default_config(3)
-    assert (cfg.dims, cfg.agents, cfg.classifier_size, cfg.scale_levels_to_box) == (3, 4, 32, True)
+    cpu = default_config(3)
+    assert (cpu.dims, cpu.agents, cpu.classifier_size, cpu.scale_levels_to_box) == (3, 4, 32, False)
+    assert scaled_level(cpu, 200, (4, 12, 12)) == 200  # fixed counts in the CPU preset
+    cfg = default_config(3, "paper")
+    assert cfg.scale_levels_to_box and cfg.levels == (100, 1000, 2000, 5000, 10000)
     edge = cfg.level_reference_edge
     assert scaled_level(cfg, 100, (edge,) * 3) == 100
     assert scaled_level(cfg, 100, (2 * edge,) * 3) == 800
