@@ -69,7 +69,9 @@ def test_train_segment_evaluate_flip3d_tiny(volume, tmp_path):
                "--no-progress", *tiny])
     assert rc == 0
     cfg = json.loads((run / "config.json").read_text())
-    assert cfg["dims"] == 3 and cfg["agents"] == 4 and cfg["classifier_size"] == 16  # preset + --set
+    # the 3D preset reaches the run (agents, fixed supervoxel counts, CSR), --set on top of it
+    assert cfg["dims"] == 3 and cfg["agents"] == 4 and cfg["use_csr"] and not cfg["scale_levels_to_box"]
+    assert cfg["classifier_size"] == 16
     assert json.loads((run / "classifier" / "classifier_config.json").read_text())["dims"] == 3
     path, gt, s = volume
     seg = tmp_path / "seg"

@@ -6,7 +6,7 @@ import torch
 
 from flipseg.boxes import Box
 from flipseg.methods.flip.config import FlipConfig
-from flipseg.methods.flip.env import VecErasingEnv, prepare_episode
+from flipseg.methods.flip.env import VecErasingEnv, greedy_rollout, prepare_episode
 
 
 def _image(seed=0, shape=(120, 140), center=(60, 70), radius=22):
@@ -138,8 +138,6 @@ def test_global_view_shows_the_erased_region_and_current_superpixel():
 
 @pytest.mark.parametrize("inference_terminal", [True, False])
 def test_flip_terminal_at_inference_is_an_option(inference_terminal):
-    from flipseg.methods.flip.env import greedy_rollout
-
     cfg = FlipConfig(agents=2, traversals=2, stop_margin=0.5, inference_terminal=inference_terminal)
     eps = _episodes(cfg)[:1]
 
