@@ -1,6 +1,6 @@
 """The ``flipseg`` command.
 
-Sub-commands: ``demo``, ``evaluate``, ``segment``, ``train``. A user mistake is
+Sub-commands: ``demo``, ``evaluate``, ``segment``, ``classify``, ``train``. A user mistake is
 printed as one line (``flipseg: error: ...``) with exit code 2; a run that
 finished but skipped bad cases exits with 3.
 """
@@ -63,6 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0)
 
+    p = sub.add_parser("classify", help="benign/malignant probabilities, lesion map and Grad-CAM "
+                       "of a trained LA-Net, for one image or a dataset")
+    _add_data_args(p)
+    p.add_argument("--model", required=True, help="LA-Net run folder or model file")
+    p.add_argument("--image", default=None, help="image file")
+    p.add_argument("--no-gradcam", dest="gradcam", action="store_false",
+                   help="skip the Grad-CAM pictures")
+    p.add_argument("--out", required=True, help="output folder")
+
     p = sub.add_parser("train", help="train a method")
     tsub = p.add_subparsers(dest="recipe", required=True)
     t = tsub.add_parser("flip", help="Flip Learning from boxes only")
@@ -119,6 +128,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from flipseg.commands import run_segment
 
             return run_segment(args)
+        if args.command == "classify":
+            from flipseg.methods.lanet.cli import classify_cli
+
+            return classify_cli(args)
         if args.command == "train":
             from flipseg.commands import run_train
 

@@ -14,6 +14,7 @@ from flipseg.io_utils import atomic_save
 __all__ = [
     "to_uint8",
     "overlay",
+    "heat_overlay",
     "save_png",
     "plot_erase_curve",
     "mid_slices",
@@ -60,6 +61,19 @@ def overlay(
     if box is not None:
         cv2.rectangle(rgb, (box.x0, box.y0), (box.x1 - 1, box.y1 - 1), (250, 220, 0), thick)
     return rgb
+
+
+def heat_overlay(image: np.ndarray, heat: np.ndarray, *, alpha: float = 0.45) -> np.ndarray:
+    """RGB uint8 picture of a 2D image under a heat map in [0, 1] (JET colours,
+    blended with weight ``alpha``), e.g. a Grad-CAM or a lesion probability map."""
+    g = to_uint8(image)
+    h = np.asarray(heat, np.float32)
+    if h.shape != g.shape:
+        raise ValueError(f"heat map {h.shape} does not match image {g.shape}")
+    h8 = np.clip(np.nan_to_num(h) * 255.0, 0, 255).astype(np.uint8)
+    colour = cv2.cvtColor(cv2.applyColorMap(h8, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB).astype(np.float32)
+    grey = np.stack([g, g, g], -1).astype(np.float32)
+    return np.clip((1 - alpha) * grey + alpha * colour, 0, 255).astype(np.uint8)
 
 
 def save_png(path: str | Path, array: np.ndarray) -> Path:

@@ -286,3 +286,43 @@ def test_cli_trains_resumes_and_reports_user_mistakes(tmp_path, recipe_cli):
         "differs in: loc_fraction": [*tiny, "--loc-fraction", "0.25"],
     }
     cli.expect_errors(errors)
+
+
+def test_classify_command_writes_probabilities_maps_gradcam_and_metrics(tmp_path, trained_run, capsys):
+    import csv
+
+    from flipseg.cli import main
+    from flipseg.viz import save_png
+
+    run, *_ = trained_run
+    out = tmp_path / "cls"
+    data = ["--dataset", "phantom2d", "--data-opt", "n=6", "--data-opt", "shape=32,40"]
+    assert main(["classify", "--model", str(run), *data, "--out", str(out)]) == 0
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert len(rows) == 6
+    for r in rows:
+        p = float(r["p_benign"]) + float(r["p_malignant"])
+        assert p == pytest.approx(1.0, abs=2e-4)
+        assert r["predicted"] == ("malignant" if float(r["p_malignant"]) > float(r["p_benign"]) else "benign")
+        for suffix in ("lesion", "lesion_map", "gradcam"):
+            assert (out / f"{r['case_id']}_{suffix}.png").stat().st_size > 0
+    assert {r["true_label"] for r in rows} == {"benign", "malignant"}  # the phantoms carry both
+    assert set(json_keys(out / "metrics.json")) >= {"accuracy", "f1", "auc"}
+    # one image file, no Grad-CAM
+    img = tmp_path / "one.png"
+    save_png(img, (np.arange(32 * 40).reshape(32, 40) % 255).astype(np.uint8))
+    single = tmp_path / "single"
+    one = ["--image", str(img), "--out", str(single)]
+    assert main(["classify", "--model", str(run), *one, "--no-gradcam"]) == 0
+    assert "one: " in capsys.readouterr().out
+    assert (single / "one_lesion.png").exists() and not (single / "one_gradcam.png").exists()
+    # user mistakes: one line, exit code 2
+    assert main(["classify", "--model", str(tmp_path / "nope"), *one]) == 2
+    assert main(["classify", "--model", str(run), "--out", str(single)]) == 2
+    assert "give --image IMG or --dataset NAME" in capsys.readouterr().err
+
+
+def json_keys(path):
+    import json
+
+    return json.loads(path.read_text()).keys()

@@ -1,4 +1,4 @@
-"""``flipseg train lanet``: argument parsing and the command itself.
+"""``flipseg train lanet`` and ``flipseg classify``: argument parsing and the commands.
 
 Wire it into the ``train`` sub-commands with ``add_lanet_parser(tsub)`` and
 dispatch ``args.recipe == "lanet"`` to ``train_lanet_cli(args)``.
@@ -18,7 +18,7 @@ from flipseg.methods import common
 if TYPE_CHECKING:  # the CLI parser must not import PyTorch
     from flipseg.methods.lanet.config import LANetConfig
 
-__all__ = ["LANET_DATASETS", "add_lanet_parser", "train_lanet_cli"]
+__all__ = ["LANET_DATASETS", "add_lanet_parser", "classify_cli", "train_lanet_cli"]
 
 #: Datasets ``flipseg train lanet`` reads (those carrying benign/malignant labels).
 LANET_DATASETS = ("busi", "bus-bra", "folder", "phantom2d")
@@ -65,4 +65,82 @@ def train_lanet_cli(args: argparse.Namespace) -> int:
           f"loc_fraction={cfg.loc_fraction}) -> {out}")
     path = train_lanet(train_s, val_s, cfg, out, progress=not args.no_progress)
     print(f"model written to {path}")
+    return 0
+
+
+def classify_cli(args: argparse.Namespace) -> int:
+    """Run ``flipseg classify``: benign/malignant probabilities, lesion map and Grad-CAM.
+
+    Writes per image ``<case>_lesion.png`` (the lesion mask over the image, with the
+    ground truth in green when known), ``<case>_lesion_map.png`` (the lesion
+    probability map) and ``<case>_gradcam.png`` (Grad-CAM of the predicted class),
+    and for all images ``predictions.csv``; with true benign/malignant labels also
+    ``metrics.json`` (accuracy, precision, recall, F1, AUC; malignant = positive).
+    """
+    import csv
+    import io
+
+    import numpy as np
+
+    from flipseg.commands import load_cases
+    from flipseg.data.folder import read_any_image
+    from flipseg.methods.lanet.predict import CLASS_NAMES, LANetModel
+    from flipseg.metrics import compute_classification_metrics
+    from flipseg.viz import heat_overlay, overlay, save_png
+
+    if not args.model:
+        raise FlipsegError("classify needs --model (an LA-Net run folder or model file)")
+    model = LANetModel.load(args.model)
+    if args.image:
+        image, _, _ = read_any_image(args.image)
+        if np.ndim(image) != 2:
+            raise FlipsegError(f"LA-Net classifies 2D images; {args.image} is {np.ndim(image)}D")
+        cases: list[dict[str, Any]] = [{"case_id": Path(args.image).stem, "image": image}]
+    elif args.dataset:
+        cases, errors, _ = load_cases(args)
+        for cid, msg in errors:
+            print(f"skipped case {cid}: {msg}")
+        cases = [c for c in cases if np.ndim(c["image"]) == 2]
+        if not cases:
+            raise FlipsegError(f"dataset {args.dataset!r} has no 2D image")
+    else:
+        raise FlipsegError("give --image IMG or --dataset NAME")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    step = 32
+    for start in range(0, len(cases), step):
+        chunk = cases[start:start + step]
+        images = [c["image"] for c in chunk]
+        preds = model.predict(images)
+        cams = model.gradcam(images) if args.gradcam else [None] * len(chunk)
+        for c, p, cam in zip(chunk, preds, cams):
+            cid = str(c["case_id"])
+            gt = c.get("mask")
+            save_png(out / f"{cid}_lesion.png", overlay(c["image"], p.mask, gt=gt))
+            save_png(out / f"{cid}_lesion_map.png", heat_overlay(c["image"], p.lesion_map))
+            if cam is not None:
+                save_png(out / f"{cid}_gradcam.png", heat_overlay(c["image"], cam))
+            true = c.get("label")
+            rows.append({"case_id": cid, "true_label": true if true in CLASS_NAMES else "",
+                         "predicted": p.label, "p_benign": f"{p.probabilities[0]:.4f}",
+                         "p_malignant": f"{p.probabilities[1]:.4f}"})
+        print(f"classified {min(start + step, len(cases))}/{len(cases)}", flush=True)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out / "predictions.csv", buf.getvalue())
+    known = [r for r in rows if r["true_label"]]
+    if len({r["true_label"] for r in known}) == 2:
+        m = compute_classification_metrics([r["true_label"] == "malignant" for r in known],
+                                           [float(r["p_malignant"]) for r in known])
+        m["n"] = len(known)
+        atomic_write_text(out / "metrics.json", json.dumps(m, indent=2))
+        print(f"{len(known)} labelled images: " + ", ".join(
+            f"{k} {v:.3f}" for k, v in m.items() if k != "n"))
+    if len(rows) == 1:
+        r = rows[0]
+        print(f"{r['case_id']}: {r['predicted']} (p_malignant {r['p_malignant']})")
+    print(f"wrote {len(rows)} prediction(s) to {out}")
     return 0
