@@ -5,8 +5,9 @@
 
 Tables printed (markdown):
 1. BUS-BRA fold 5 test and BUSI lesions (external), tight boxes: Dice, JAC, HD,
-   ASD (mean±std) for flip, flip-grabcut (Flip masks refined by GrabCut), ellipse,
-   box, grabcut; paired t-tests of both Flip rows against the ellipse (the floor)
+   ASD (mean±std) for flip, flip-grabcut (Flip masks refined by GrabCut),
+   flip-nofusion (the agents' mask without the ellipse-prior fusion), ellipse,
+   box, grabcut; paired t-tests of the Flip rows against the ellipse (the floor)
    and GrabCut (the strongest classic baseline). Finished methods are read back
    from ``--out``, so an interrupted run resumes.
 2. The same with 0-10 px box shifts (3 seeded repeats per box).
@@ -35,7 +36,15 @@ register_all()  # the "flip", "flip2d-slices", "boxinst" segmenters
 
 METRICS = ("dice", "jaccard", "hd", "asd")
 #: Flip, Flip refined by GrabCut (ours), and the floors/baselines beside them.
-METHODS = ("flip", "flip-grabcut", "ellipse", "box", "grabcut")
+METHODS = ("flip", "flip-grabcut", "flip-nofusion", "ellipse", "box", "grabcut")
+
+
+def _segmenter(name: str, model: str | None):
+    """``flip-nofusion`` is Flip with the ellipse-prior fusion switched off (the papers' output)."""
+    opts: dict = {"model": model} if model and name.startswith("flip") else {}
+    if name == "flip-nofusion":
+        return get_segmenter("flip", prior_fusion=0.0, **opts)
+    return get_segmenter(name, **opts)
 
 
 def _cases(dataset: str, limit: int | None) -> list[dict]:
@@ -65,15 +74,15 @@ def quality(model: str | None, datasets: list[str], shift: str | None, limit: in
         # a method whose summary is already under --out is read back (the run resumes)
         todo = [m for m in METHODS if not (d / m / "summary.json").exists()]
         for m in todo:  # one method per call: each writes d/<method>/
-            seg = get_segmenter(m, **({"model": model} if model and m.startswith("flip") else {}))
+            seg = _segmenter(m, model)
             evaluate_methods(cases, {m: seg}, dataset=ds, out_dir=d / m, box_shift=shift,
                              progress=True, batch_size=64)
         summaries = [json.loads((d / m / "summary.json").read_text()) for m in METHODS]
         title = f"### {ds}: {'tight boxes' if not shift else f'box shift {shift} px (3 repeats)'}"
         lines += [title, format_table(summaries, METRICS)]
         pc = {m: _per_case(d / m / "cases.csv") for m in METHODS}
-        for meth in ("flip", "flip-grabcut"):
-            for ref in ("ellipse", "grabcut"):
+        for meth in ("flip", "flip-grabcut", "flip-nofusion"):
+            for ref in ("ellipse", "grabcut") + (("flip-nofusion",) if meth == "flip" else ()):
                 common = sorted(set(pc[meth]) & set(pc[ref]))
                 lines.append(f"| {meth} vs {ref} | mean diff | t | p |\n|---|---|---|---|")
                 for m in METRICS:

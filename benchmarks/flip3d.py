@@ -7,9 +7,10 @@ Tables printed (markdown):
 1. Held-out phantom volumes (``phantom3d``, seed 1000 by default, never used for
    training with the default seed 0), tight 3D boxes: Dice, JAC, HD, ASD
    (mean±std over lesions; HD/ASD in mm with the volumes' anisotropic spacing)
-   for flip (3D), flip2d-slices (the 2D model on every axial slice, when
-   ``--model2d`` is given), ellipse (inscribed ellipsoid) and box; paired
-   t-tests of flip against each of the others.
+   for flip (3D; the model's post-processing incl. the ellipsoid-prior fusion),
+   flip-nofusion (the same agents' mask without that fusion), flip2d-slices
+   (the 2D model on every axial slice, when ``--model2d`` is given), ellipse
+   (inscribed ellipsoid) and box; paired t-tests of flip against each of the others.
 2. Speed: seconds to segment one cubic box (edge 32, 48, 64 voxels) against the
    supervoxel count (``scale_levels_to_box`` off, so the count is the one asked
    for), one box at a time, with the number of erasing steps.
@@ -44,7 +45,9 @@ def _per_case(path: Path) -> dict[str, dict[str, float]]:
 
 def quality(model: str, model2d: str | None, volumes: int, seed: int, out: Path) -> str:
     cases = load_dataset("phantom3d", n=volumes, seed=seed)
-    segs = {"flip": get_segmenter("flip", model=model)}
+    segs = {"flip": get_segmenter("flip", model=model),
+            # the same agents without the ellipsoid-prior fusion (the papers' output)
+            "flip-nofusion": get_segmenter("flip", model=model, prior_fusion=0.0)}
     if model2d:
         segs["flip2d-slices"] = get_segmenter("flip2d-slices", model=model2d)
     segs["ellipse"] = get_segmenter("ellipse")

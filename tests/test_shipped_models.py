@@ -46,3 +46,16 @@ def test_flip_grabcut_refines_the_flip_masks_inside_the_box(samples):
         assert b.shape == a.shape and b.any()
         assert not (b & ~c["box"].to_mask(b.shape)).any()
     assert any((a != b).any() for a, b in zip(flip, refined))
+
+
+def test_shipped_models_fuse_with_the_box_prior_and_the_segmenter_can_switch_it_off(samples):
+    from flipseg.methods.flip.infer import FlipSegmenter
+
+    for dims in (2, 3):
+        assert FlipModel.load(default_model_path(dims)).cfg.prior_fusion == 0.4
+    ims, bxs = [s["image"] for s in samples], [s["box"] for s in samples]
+    fused = FlipSegmenter().segment_many(ims, bxs)
+    raw_seg = FlipSegmenter(prior_fusion=0.0)
+    assert raw_seg.model.cfg.prior_fusion == 0.0
+    raw = raw_seg.segment_many(ims, bxs)
+    assert any((a != b).any() for a, b in zip(fused, raw))

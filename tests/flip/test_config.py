@@ -12,6 +12,8 @@ def test_paper_preset_is_the_papers_reward_and_curriculum():
     cfg = default_config(2, "paper")
     assert (cfg.use_csr, cfg.use_idr1, cfg.use_idr2, cfg.use_prior) == (True, True, True, False)
     assert cfg.csr_tolerance == 0 and cfg.smooth == 0 and not cfg.global_view
+    assert cfg.prior_fusion == 0 and default_config(3, "paper").prior_fusion == 0
+    assert default_config(2).prior_fusion == default_config(3).prior_fusion == 0.4
     assert cfg.levels == PAPER_2D_LEVELS and cfg.q_network == "resnet18"
     cfg3 = default_config(3, "paper")
     assert cfg3.dims == 3 and cfg3.levels == PAPER_3D_LEVELS and not cfg3.use_prior
@@ -24,6 +26,10 @@ def test_unknown_preset_and_bad_values_are_user_errors():
         FlipConfig(csr_tolerance=-1)
     with pytest.raises(FlipsegError, match="smooth"):
         FlipConfig(smooth=0.9)
+    with pytest.raises(FlipsegError, match="prior_fusion"):
+        FlipConfig(prior_fusion=1.0)
+    with pytest.raises(FlipsegError, match="prior_fusion_sigma"):
+        FlipConfig(prior_fusion_sigma=0)
 
 
 def test_parse_overrides_types_and_errors():

@@ -158,3 +158,64 @@ def test_flip_terminal_at_inference_is_an_option(inference_terminal):
     train_env = VecErasingEnv(eps, cfg, _scorer)
     _run(train_env, lambda env, t: np.ones((1, cfg.agents), int))
     assert int(train_env.t[0]) < full
+
+
+# ---------------------------------------------------------------- ellipse-prior fusion
+def test_prior_fusion_trims_a_spur_keeps_the_core_and_stays_in_the_box():
+    from flipseg.baselines.shapes import inscribed_ellipse
+    from flipseg.methods.flip.env import fuse_with_box_prior
+    from flipseg.metrics import compute_dice
+
+    shape = (80, 100)
+    box = Box(20, 10, 80, 70)  # x0, y0, x1, y1
+    ell = inscribed_ellipse(np.zeros(shape), box)
+    # an ellipse-shaped mask comes back (nearly) as it is
+    assert compute_dice(fuse_with_box_prior(ell, box, 0.4, 0.06), ell) > 0.97
+    # a blob smaller than the ellipse plus a one-pixel spur running to the box corner
+    blob = np.zeros(shape, bool)
+    blob[25:55, 35:65] = True
+    spurred = blob.copy()
+    spurred[10:25, 20:36] = np.eye(15, 16, dtype=bool)
+    fused = fuse_with_box_prior(spurred, box, 0.4, 0.06)
+    assert not fused[10:20, 20:30].any()  # the spur is gone
+    assert fused[30:50, 40:60].all()  # the core stays
+    assert not (fused & ~box.to_mask(shape)).any()
+    # the boundary lands between the agents' mask and the ellipse
+    assert blob.sum() < fused.sum() < ell.sum()
+    # weight 0 and an empty mask leave the mask untouched
+    assert (fuse_with_box_prior(spurred, box, 0.0, 0.06) == spurred).all()
+    empty = np.zeros(shape, bool)
+    assert not fuse_with_box_prior(empty, box, 0.4, 0.06).any()
+
+
+def test_prior_fusion_in_3d_blurs_each_axis_relative_to_the_box():
+    from flipseg.baselines.shapes import inscribed_ellipse
+    from flipseg.methods.flip.env import fuse_with_box_prior
+    from flipseg.metrics import compute_dice
+
+    shape = (12, 60, 60)
+    box = Box(10, 10, 50, 50, 3, 9)  # 6 slices thick, 40 x 40 in plane
+    ell = inscribed_ellipse(np.zeros(shape), box)
+    fused = fuse_with_box_prior(ell, box, 0.4, 0.06)
+    assert fused.shape == shape and compute_dice(fused, ell) > 0.95
+    assert fused[3:9].any(axis=(1, 2)).all()  # the thin axis keeps every slice
+    assert not fused[:3].any() and not fused[9:].any()
+
+
+def test_env_masks_apply_the_prior_fusion_switch():
+    rng = np.random.default_rng(0)
+    img = rng.uniform(0, 255, (64, 64)).astype(np.float32)
+    box = Box(12, 12, 52, 52)
+    masks = {}
+    for w in (0.0, 0.9):
+        cfg = FlipConfig(agents=1, levels=(20,), prior_fusion=w, smooth=0.0)
+        ep = prepare_episode(img, box, img[box.slices()], cfg, 20, seed=0)
+        env = VecErasingEnv([ep], cfg, lambda x: torch.zeros(x.shape[0]))
+        env.erased[0, : ep.n_labels // 2] = True
+        masks[w] = env.masks()[0]
+    assert (masks[0.0] != masks[0.9]).any()
+    from flipseg.baselines.shapes import inscribed_ellipse
+    from flipseg.metrics import compute_dice
+
+    ell = inscribed_ellipse(img, box)
+    assert compute_dice(masks[0.9], ell) > compute_dice(masks[0.0], ell)

@@ -232,6 +232,36 @@ def _ball(radius: int, ndim: int) -> np.ndarray:
     return sum(g.astype(float) ** 2 for g in grid) <= radius**2
 
 
+def fuse_with_box_prior(mask: np.ndarray, box: Box, weight: float, sigma: float) -> np.ndarray:
+    """Soft vote of a mask with the ellipse (ellipsoid) inscribed in ``box``.
+
+    Both are blurred with a Gaussian whose sigma along each axis is ``sigma`` times the
+    box's extent on that axis; the result is ``(1 - weight) * mask + weight * ellipse``
+    above 0.5, kept inside the box. An empty result returns ``mask`` unchanged.
+    """
+    from flipseg.baselines.shapes import inscribed_ellipse
+
+    box = box.clip(mask.shape)
+    if weight <= 0 or not box.is_valid() or not mask.any():
+        return mask
+    sig = [sigma * e for e in box.shape]
+    pad = [int(np.ceil(3 * s)) + 1 for s in sig]
+    region = Box.from_lo_hi([max(0, lo - p) for lo, p in zip(box.lo, pad)],
+                            [min(n, hi + p) for hi, p, n in zip(box.hi, pad, mask.shape)])
+    sl = region.slices()
+    local_box = Box.from_lo_hi([lo - r for lo, r in zip(box.lo, region.lo)],
+                               [hi - r for hi, r in zip(box.hi, region.lo)])
+    ell = inscribed_ellipse(np.zeros(region.shape, np.float32), local_box)
+    vote = (1.0 - weight) * ndimage.gaussian_filter(mask[sl].astype(np.float32), sig) \
+        + weight * ndimage.gaussian_filter(ell.astype(np.float32), sig)
+    fused = (vote > 0.5) & local_box.to_mask(region.shape)
+    if not fused.any():
+        return mask
+    out = np.zeros_like(mask, dtype=bool)
+    out[sl] = fused
+    return out
+
+
 def postprocess_mask(
     mask: np.ndarray, *, fill_holes: bool, largest: bool, smooth_radius: int = 0
 ) -> np.ndarray:
@@ -600,6 +630,11 @@ class VecErasingEnv:
             full = np.zeros(ep.image_shape, bool)
             full[ep.view.slices()] = m_view
             full &= ep.box.to_mask(ep.image_shape)
+            if self.cfg.prior_fusion > 0:
+                full = fuse_with_box_prior(full, ep.box, self.cfg.prior_fusion,
+                                           self.cfg.prior_fusion_sigma)
+                full = postprocess_mask(full, fill_holes=self.cfg.fill_holes,
+                                        largest=self.cfg.largest_component)
             out.append(full)
         return out
 

@@ -164,7 +164,8 @@ class FlipSegmenter(Segmenter):
     name = "flip"
 
     def __init__(self, model: str | Path | None = None, batch_size: int = 64, dims: int = 2,
-                 refine: str | None = None, refine_core: float = 0.3):
+                 refine: str | None = None, refine_core: float = 0.3,
+                 prior_fusion: float | None = None):
         if refine not in (None, "grabcut"):
             raise FlipsegError(f"unknown Flip refinement {refine!r}; choose grabcut or none")
         if refine is not None and dims != 2:
@@ -178,6 +179,8 @@ class FlipSegmenter(Segmenter):
                 f"no default Flip model shipped at {path}; train one with `flipseg train flip`"
             )
         self.model = FlipModel.load(path)
+        if prior_fusion is not None:  # override the model's saved post-processing
+            self.model.cfg = self.model.cfg.with_overrides(prior_fusion=float(prior_fusion))
         self.dims = (self.model.cfg.dims,)
         self.batch_size = batch_size
 
