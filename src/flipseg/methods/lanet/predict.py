@@ -68,6 +68,15 @@ class _LogitsOnly(nn.Module):
         return self.net(x).logits
 
 
+def _minmax(t: torch.Tensor) -> torch.Tensor:
+    """Each map scaled to [0, 1], high where the evidence is. (monai's default
+    normaliser maps the maximum to 0, which shows the evidence inverted.)"""
+    flat = t.reshape(t.shape[0], -1)
+    lo = flat.min(dim=1).values.reshape(-1, *([1] * (t.ndim - 1)))
+    hi = flat.max(dim=1).values.reshape(-1, *([1] * (t.ndim - 1)))
+    return (t - lo) / torch.clamp(hi - lo, min=1e-12)
+
+
 class LANetModel(WholeImageModel):
     """Configuration + weights of a trained LA-Net (``load`` reads a run folder's
     ``lanet_model.pt`` or a model file; ``bundle(state_dict)`` is the saved form)."""
@@ -115,7 +124,8 @@ class LANetModel(WholeImageModel):
         if class_index is not None and class_index not in range(len(CLASS_NAMES)):
             raise FlipsegError(f"class_index {class_index!r} must be 0 (benign) or 1 (malignant)")
         self.net.eval()
-        cam = GradCAM(nn_module=_LogitsOnly(self.net), target_layers=f"net.{self.net.cam_layer}")
+        cam = GradCAM(nn_module=_LogitsOnly(self.net), target_layers=f"net.{self.net.cam_layer}",
+                      postprocessing=_minmax)
         out: list[np.ndarray] = []
         for chunk, x in image_batches(images, batch_size, self.input_batch):
             maps = cam(x, class_idx=class_index)  # [B, 1, S, S]
