@@ -35,12 +35,17 @@ class FlipSlicesSegmenter(Segmenter):
     ----------
     model : 2D run folder or model file (default: the shipped 2D model)
     batch_size : slices erased in one vectorised environment
+    prior_fusion : the ellipse-prior fusion of each slice's mask (default 0: off). Each
+        slice only knows the box's in-plane rectangle, so its ellipse is not the
+        ellipsoid's cross-section and the prior would widen the lesion's end slices; the
+        paper's 2D-to-3D baseline is the 2D model's own output, slice by slice.
     """
 
     name = "flip2d-slices"
     dims = (3,)
 
-    def __init__(self, model: str | Path | None = None, batch_size: int = 64) -> None:
+    def __init__(self, model: str | Path | None = None, batch_size: int = 64,
+                 prior_fusion: float = 0.0) -> None:
         path = Path(model) if model else default_model_path(2)
         if model is None and not path.exists():
             raise FlipsegError(
@@ -50,6 +55,7 @@ class FlipSlicesSegmenter(Segmenter):
         self.model = FlipModel.load(path)
         if self.model.cfg.dims != 2:
             raise FlipsegError(f"flip2d-slices needs a 2D Flip model, {path} is {self.model.cfg.dims}D")
+        self.model.cfg = self.model.cfg.with_overrides(prior_fusion=float(prior_fusion))
         self.batch_size = batch_size
 
     def segment(self, image: np.ndarray, box: Box, *, seed: int = 0) -> np.ndarray:
