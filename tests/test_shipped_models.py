@@ -59,3 +59,14 @@ def test_shipped_models_fuse_with_the_box_prior_and_the_segmenter_can_switch_it_
     assert raw_seg.model.cfg.prior_fusion == 0.0
     raw = raw_seg.segment_many(ims, bxs)
     assert any((a != b).any() for a, b in zip(fused, raw))
+
+
+def test_shipped_boxinst_model_is_the_default_and_segments_inside_the_box(samples):
+    from flipseg.methods import register_all
+    from flipseg.segmenters import get_segmenter
+
+    register_all()
+    masks = get_segmenter("boxinst").segment_many([s["image"] for s in samples], [s["box"] for s in samples])
+    for m, s in zip(masks, samples):
+        assert not (m & ~s["box"].to_mask(m.shape)).any()
+    assert np.mean([compute_dice(m, s["mask"]) for m, s in zip(masks, samples)]) > 0.7
