@@ -245,9 +245,7 @@ def fuse_with_box_prior(mask: np.ndarray, box: Box, weight: float, sigma: float)
     if weight <= 0 or not box.is_valid() or not mask.any():
         return mask
     sig = [sigma * e for e in box.shape]
-    pad = [int(np.ceil(3 * s)) + 1 for s in sig]
-    region = Box.from_lo_hi([max(0, lo - p) for lo, p in zip(box.lo, pad)],
-                            [min(n, hi + p) for hi, p, n in zip(box.hi, pad, mask.shape)])
+    region = box.expand([int(np.ceil(3 * s)) + 1 for s in sig]).clip(mask.shape)
     sl = region.slices()
     local_box = Box.from_lo_hi([lo - r for lo, r in zip(box.lo, region.lo)],
                                [hi - r for hi, r in zip(box.hi, region.lo)])

@@ -77,19 +77,15 @@ def classify_cli(args: argparse.Namespace) -> int:
     and for all images ``predictions.csv``; with true benign/malignant labels also
     ``metrics.json`` (accuracy, precision, recall, F1, AUC; malignant = positive).
     """
-    import csv
-    import io
-
     import numpy as np
 
     from flipseg.commands import load_cases
     from flipseg.data.folder import read_any_image
     from flipseg.methods.lanet.predict import CLASS_NAMES, LANetModel
+    from flipseg.methods.training import write_log
     from flipseg.metrics import compute_classification_metrics
     from flipseg.viz import heat_overlay, overlay, save_png
 
-    if not args.model:
-        raise FlipsegError("classify needs --model (an LA-Net run folder or model file)")
     model = LANetModel.load(args.model)
     if args.image:
         image, _, _ = read_any_image(args.image)
@@ -126,11 +122,7 @@ def classify_cli(args: argparse.Namespace) -> int:
                          "predicted": p.label, "p_benign": f"{p.probabilities[0]:.4f}",
                          "p_malignant": f"{p.probabilities[1]:.4f}"})
         print(f"classified {min(start + step, len(cases))}/{len(cases)}", flush=True)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(out / "predictions.csv", buf.getvalue())
+    write_log(out / "predictions.csv", rows)
     known = [r for r in rows if r["true_label"]]
     if len({r["true_label"] for r in known}) == 2:
         m = compute_classification_metrics([r["true_label"] == "malignant" for r in known],
