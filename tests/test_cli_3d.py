@@ -123,3 +123,11 @@ def test_flip2d_slices_stacks_axial_slices(tmp_path):
                f"shape={SHAPE}", "--method", "flip2d-slices", "--model", str(model),
                "--out", str(tmp_path / "ev"), "--no-progress"])
     assert rc == 0
+
+
+def test_evaluate_flip_on_volumes_without_model_uses_the_shipped_3d_model(tmp_path):
+    out = tmp_path / "ev"
+    data = ["--dataset", "phantom3d", "--data-opt", "n=1", "--data-opt", f"shape={SHAPE}", "--no-progress"]
+    assert main(["evaluate", *data, "--method", "flip", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n"] >= 1 and summary["metrics"]["dice"]["mean"] > 0.3

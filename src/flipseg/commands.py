@@ -79,8 +79,25 @@ def parse_data_opts(items: list[str]) -> dict[str, Any]:
 MODEL_METHODS = ("flip", "flip-grabcut", "flip2d-slices", "boxinst", "pseudo-unet", "hybrid", "sam")
 
 
-def _method_opts(name: str, model: str | None) -> dict[str, Any]:
-    return {"model": model} if (model and name in MODEL_METHODS) else {}
+#: Methods whose shipped default model depends on the images' dimensionality.
+DIMS_METHODS = ("flip", "flip-grabcut")
+
+
+def _method_opts(name: str, model: str | None, dims: int | None = None) -> dict[str, Any]:
+    """Keyword arguments for ``get_segmenter(name, ...)``: ``model`` for the methods that
+    take one, and for Flip without ``--model`` the dimensionality of the cases (the
+    shipped 2D or 3D model)."""
+    opts: dict[str, Any] = {"model": model} if (model and name in MODEL_METHODS) else {}
+    if dims is not None and not model and name in DIMS_METHODS:
+        opts["dims"] = dims
+    return opts
+
+
+def _case_dims(cases: list[dict[str, Any]]) -> int:
+    dims = {np.ndim(c["image"]) for c in cases}
+    if len(dims) != 1:
+        raise FlipsegError(f"cases mix 2D and 3D images ({sorted(dims)}D); use them apart")
+    return dims.pop()
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -91,8 +108,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.compare and args.method:
         raise FlipsegError("give either --method or --compare A B, not both")
     names = list(args.compare) if args.compare else (args.method or ["ellipse"])
-    segmenters = {n: get_segmenter(n, **_method_opts(n, args.model)) for n in names}
     samples, errors, dataset = load_cases(args)
+    dims = _case_dims(samples)
+    segmenters = {n: get_segmenter(n, **_method_opts(n, args.model, dims)) for n in names}
     for err in errors:
         print(f"skipped case {err[0]}: {err[1]}")
     res = evaluate_methods(
@@ -262,14 +280,12 @@ def run_segment(args: argparse.Namespace) -> int:
             raise FlipsegError(f"dataset {args.dataset!r} has no case with a box")
     else:
         raise FlipsegError("give --image IMG --box x0,y0,x1,y1, or --dataset NAME")
-    dims = {np.ndim(c["image"]) for c in cases}
-    if len(dims) != 1:
-        raise FlipsegError(f"cases mix 2D and 3D images ({sorted(dims)}D); segment them apart")
+    dims = _case_dims(cases)
     rows = []
     if args.method == "flip":
         from flipseg.methods.flip.infer import FlipSegmenter
 
-        seg = FlipSegmenter(model=args.model, dims=dims.pop())
+        seg = FlipSegmenter(model=args.model, dims=dims)
         results = seg.model.segment_many(
             [c["image"] for c in cases], [c["box"] for c in cases],
             gt_masks=[c.get("mask") for c in cases], progress=True, seed=args.seed,
