@@ -5,6 +5,7 @@ trains its agents on the first ``--train-boxes`` boxes of folds 1-4 for
 ``--epochs`` epochs, then is scored on the first ``--test-boxes`` boxes of fold 5
 with paired t-tests against the full method. The budget is printed with the table.
 
+    python benchmarks/flip2d_ablation.py                      # the shipped model's classifier
     python benchmarks/flip2d_ablation.py --classifier runs/flip_bb5/classifier
 """
 
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+import flipseg
 from flipseg.data import load_dataset
 from flipseg.methods.flip.classifier import ClassifierConfig
 from flipseg.methods.flip.config import FlipConfig
@@ -26,6 +28,8 @@ from flipseg.methods.flip.infer import FlipModel
 from flipseg.methods.flip.pipeline import train_flip
 from flipseg.metrics import paired_ttest, segmentation_metrics
 from flipseg.segmenters import get_segmenter
+
+DEFAULT_MODEL = Path(flipseg.__file__).parent / "models" / "flip2d.pt"
 
 VARIANTS: dict[str, dict] = {
     "ours": {},
@@ -60,9 +64,38 @@ VARIANTS: dict[str, dict] = {
 }
 
 
+def classifier_folder(source: Path, dest: Path) -> Path:
+    """A classifier folder to share: ``source`` itself, or the classifier inside a Flip model file.
+
+    A model file's classifier is written as a finished checkpoint (epoch = its
+    configured epochs, fresh optimizer state), so ``train_flip`` loads it and trains
+    no further.
+    """
+    if source.is_dir():
+        return source
+    import torch
+
+    from flipseg.methods.flip.classifier import _FORMAT, CHECKPOINT, CONFIG_FILE, _build
+
+    bundle = torch.load(source, map_location="cpu", weights_only=False)
+    c = bundle["classifier"]
+    cfg = ClassifierConfig.from_dict(c["config"])
+    net = _build(cfg)
+    net.load_state_dict(c["state_dict"])
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    dest.mkdir(parents=True, exist_ok=True)
+    torch.save({"format": _FORMAT, "config": cfg.to_dict(), "state_dict": net.state_dict(),
+                "optimizer": opt.state_dict(), "epoch": cfg.epochs, "history": []},
+               dest / CHECKPOINT)
+    (dest / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2))
+    return dest
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--classifier", required=True, help="trained classifier folder to share")
+    ap.add_argument("--classifier", default=str(DEFAULT_MODEL),
+                    help="trained classifier folder, or a Flip model file whose classifier "
+                         "is shared (default: the shipped 2D model)")
     ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names")
     ap.add_argument("--train-boxes", type=int, default=400)
     ap.add_argument("--test-boxes", type=int, default=150)
@@ -76,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     test = load_dataset("bus-bra", fold=5, part="test")[: a.test_boxes]
     levels = tuple(int(v) for v in a.levels.split(","))
     base = FlipConfig(epochs=a.epochs, levels=levels, num_envs=64)
-    ccfg_path = Path(a.classifier)
+    ccfg_path = classifier_folder(Path(a.classifier), Path(a.out) / "shared_classifier")
     results: dict[str, dict[str, np.ndarray]] = {}
     lines = [f"Budget: {len(train)} training boxes (folds 1-4), {a.epochs} epochs, levels {levels}; "
              f"test: first {len(test)} boxes of fold 5.", "",

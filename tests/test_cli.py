@@ -165,3 +165,35 @@ def test_segment_runs_a_whole_image_model_without_a_box(tmp_path, monkeypatch):
     assert (tmp_path / "o" / "im_mask.png").exists()
     assert main(["segment", "--method", "ellipse", "--image", str(tmp_path / "im.png"),
                  "--out", str(tmp_path / "o2")]) == 2  # a box method still needs --box
+
+
+def test_segment_takes_the_method_from_the_model(tmp_path, capsys):
+    """`segment --model RUN` without --method runs the model's own recipe (here a tiny
+    cam-mt U-Net, a whole-image model, so no box is needed); non-segmenters and foreign
+    files are one-line errors."""
+    import torch
+
+    from flipseg.bundles import method_of_model
+    from flipseg.methods.cam_mt.config import MeanTeacherConfig
+    from flipseg.methods.cam_mt.mean_teacher import CamMTModel
+
+    torch.manual_seed(0)
+    run = tmp_path / "run"
+    run.mkdir()
+    model = CamMTModel(MeanTeacherConfig(image_size=16, channels=(4, 8)))
+    torch.save(model.bundle(), run / "cam_mt_model.pt")
+    assert method_of_model(run) == "cam-mt" and method_of_model(run / "cam_mt_model.pt") == "cam-mt"
+    write_png(tmp_path / "im.png", np.full((20, 30), 90, np.uint8))
+    assert main(["segment", "--model", str(run), "--image", str(tmp_path / "im.png"),
+                 "--out", str(tmp_path / "o")]) == 0
+    assert (tmp_path / "o" / "im_mask.png").exists()
+    assert json.loads((tmp_path / "o" / "segment.json").read_text())[0]["method"] == "cam-mt"
+
+    torch.save({"format": "flipseg-lanet-1"}, tmp_path / "lanet.pt")
+    (tmp_path / "junk.pt").write_text("not a model")
+    for bad, words in ((tmp_path / "lanet.pt", "flipseg classify"), (tmp_path / "junk.pt", "cannot read"),
+                       (tmp_path / "missing", "not found"), (tmp_path / "o", "no trained model")):
+        capsys.readouterr()
+        assert main(["segment", "--model", str(bad), "--image", str(tmp_path / "im.png"),
+                     "--out", str(tmp_path / "o3")]) == 2
+        assert words in capsys.readouterr().err

@@ -12,7 +12,52 @@ from typing import Any, Sequence
 
 from flipseg.errors import FlipsegError
 
-__all__ = ["read_bundle"]
+__all__ = ["method_of_model", "read_bundle"]
+
+#: Bundle ``format`` tag -> the ``--method`` that runs it (None: not a segmenter; the value
+#: says what to use instead).
+_FORMAT_METHODS: dict[str, tuple[str | None, str]] = {
+    "flipseg-flip-1": ("flip", ""),
+    "flipseg-boxinst-1": ("boxinst", ""),
+    "flipseg-pseudo-unet-1": ("pseudo-unet", ""),
+    "flipseg-hybrid-1": ("hybrid", ""),
+    "flipseg-cam-mt-1": ("cam-mt", ""),
+    "flipseg-lanet-1": (None, "a LA-Net classifier: use `flipseg classify --model`"),
+    "flipseg-cam-classifier-1": (None, "a CAM classifier, not a segmenter"),
+    "flipseg-classifier-1": (None, "a Flip classifier, not a segmenter"),
+}
+#: File name of each recipe's bundle inside its run folder.
+_RUN_FILES = ("flip_model.pt", "boxinst_model.pt", "pseudo_model.pt", "hybrid_model.pt",
+              "cam_mt_model.pt", "mean_teacher/cam_mt_model.pt", "lanet_model.pt")
+
+
+def method_of_model(path: str | Path) -> str:
+    """The ``--method`` that runs a trained model (a bundle file or a run folder).
+
+    Raises FlipsegError for a missing path, a folder without a model, a file that
+    is not a flipseg bundle, or a model that does not segment (e.g. LA-Net).
+    """
+    path = Path(path)
+    if path.is_dir():
+        found = [path / n for n in _RUN_FILES if (path / n).exists()]
+        if not found:
+            raise FlipsegError(f"no trained model in {path} (looked for {', '.join(_RUN_FILES)})")
+        path = found[0]
+    if not path.exists():
+        raise FlipsegError(f"model not found: {path}")
+    import torch
+
+    try:
+        bundle = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # a corrupt or foreign file is a user mistake
+        raise FlipsegError(f"cannot read model file {path}: {exc}") from None
+    fmt = bundle.get("format") if isinstance(bundle, dict) else None
+    if fmt not in _FORMAT_METHODS:
+        raise FlipsegError(f"{path} is not a flipseg model")
+    method, instead = _FORMAT_METHODS[fmt]
+    if method is None:
+        raise FlipsegError(f"{path} is {instead}")
+    return method
 
 
 def read_bundle(path: str | Path, file_names: str | Sequence[str], fmt: str, what: str) -> dict[str, Any]:

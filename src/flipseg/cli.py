@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("segment", help="segment one image from its box (whole-image models: no box "
                        "needed), or a whole dataset")
-    p.add_argument("--method", default="flip")
+    p.add_argument("--method", default=None,
+                   help="method (default: the one that trained --model, else flip)")
     p.add_argument("--model", default=None, help="trained model (run folder or file)")
     p.add_argument("--image", default=None, help="image or volume file")
     p.add_argument("--box", default=None, help="x0,y0,x1,y1 (2D) or x0,y0,x1,y1,z0,z1 (3D)")

@@ -76,7 +76,8 @@ def parse_data_opts(items: list[str]) -> dict[str, Any]:
 
 
 #: Methods that take ``--model`` (a trained run folder or checkpoint file).
-MODEL_METHODS = ("flip", "flip-grabcut", "flip2d-slices", "boxinst", "pseudo-unet", "hybrid", "sam")
+MODEL_METHODS = ("flip", "flip-grabcut", "flip2d-slices", "boxinst", "pseudo-unet", "hybrid", "sam",
+                 "cam-mt")
 
 
 #: Methods whose shipped default model depends on the images' dimensionality.
@@ -259,10 +260,13 @@ def run_segment(args: argparse.Namespace) -> int:
     (+ flip: ``_flipped.nii.gz``). Flip also writes the erase curve
     ``_curve.png`` and ``_curve.csv``.
     """
+    from flipseg.bundles import method_of_model
     from flipseg.segmenters import get_segmenter
 
     _load_methods()
     out = Path(args.out)
+    if args.method is None:
+        args.method = method_of_model(args.model) if args.model else "flip"
     seg = (None if args.method == "flip"
            else get_segmenter(args.method, **_method_opts(args.method, args.model)))
     needs_box = seg is None or seg.needs_box
@@ -293,7 +297,8 @@ def run_segment(args: argparse.Namespace) -> int:
         for c, r in zip(cases, results):
             _write_result(out, c, r.mask, r.flipped)
             _write_curve(out, c["case_id"], r.curves)
-            rows.append({"case_id": c["case_id"], "box": str(c["box"]), "eraser": r.eraser,
+            rows.append({"case_id": c["case_id"], "method": "flip", "box": str(c["box"]),
+                         "eraser": r.eraser,
                          "initial_score": r.initial_score, "final_score": r.final_score,
                          "steps": int(r.curves["step"][-1])})
     else:
@@ -301,7 +306,7 @@ def run_segment(args: argparse.Namespace) -> int:
                                  seed=args.seed)
         for c, m in zip(cases, preds):
             _write_result(out, c, np.asarray(m, bool))
-            rows.append({"case_id": c["case_id"], "box": str(c["box"])})
+            rows.append({"case_id": c["case_id"], "method": args.method, "box": str(c["box"])})
     atomic_write_text(out / "segment.json", json.dumps(rows, indent=2))
     print(f"wrote {len(rows)} segmentation(s) to {out}")
     return 0

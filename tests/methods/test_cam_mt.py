@@ -404,3 +404,61 @@ def test_cam_is_the_class_weighted_feature_sum():
     # the pooled logit is the mean of the unrectified map plus the bias
     raw = (feats * model.spotlight.fc.weight[TUMOR][None, :, None, None]).sum(1)
     assert torch.allclose(logits[:, TUMOR], raw.mean((1, 2)) + model.spotlight.fc.bias[TUMOR], atol=1e-5)
+
+
+@pytest.mark.parametrize("pooling", ["max", "lse"])
+def test_pooled_logits_follow_the_location_scores(pooling):
+    torch.manual_seed(0)
+    cfg = CamClassifierConfig(variant="cam", widths=(4, 6), input_size=16, pooling=pooling, lse_r=3.0)
+    model = CamClassifier(cfg).eval()
+    x = torch.rand(2, 1, 16, 16)
+    logits, cam = model.spotlight.forward_with_cam(x)
+    feats = model.spotlight.features(x)
+    w, b = model.spotlight.fc.weight, model.spotlight.fc.bias
+    scores = torch.einsum("bchw,kc->bkhw", feats, w).flatten(2)  # [B, 2, h*w]
+    if pooling == "max":
+        expect = scores.amax(-1) + b
+    else:
+        expect = torch.log(torch.exp(3.0 * scores).mean(-1)) / 3.0 + b
+    assert torch.allclose(logits, expect, atol=1e-5)
+    assert torch.allclose(model(x), logits, atol=1e-6)
+    # the CAM is still the rectified tumor score map
+    assert torch.allclose(cam, F.relu(scores[:, TUMOR].reshape(cam.shape)), atol=1e-5)
+    # lse lies between the average and the maximum
+    if pooling == "lse":
+        assert torch.all(logits - b <= scores.amax(-1) + 1e-5)
+        assert torch.all(logits - b >= scores.mean(-1) - 1e-5)
+
+
+def test_deeper_compact_blocks_keep_the_grid():
+    shallow = CamClassifier(CamClassifierConfig(variant="cam", widths=(4, 8, 8), input_size=32))
+    deep = CamClassifier(CamClassifierConfig(variant="cam", widths=(4, 8, 8), input_size=32,
+                                             convs_per_block=2))
+    convs = [sum(isinstance(m, torch.nn.Conv2d) for m in n.spotlight.features.modules())
+             for n in (shallow, deep)]
+    assert convs == [3, 6]
+    x = torch.rand(1, 1, 32, 32)
+    assert deep.spotlight.forward_with_cam(x)[1].shape == shallow.spotlight.forward_with_cam(x)[1].shape
+
+
+def test_augment_classifier_batch_is_seeded_and_in_range():
+    from flipseg.methods.cam_mt.cams import augment_classifier_batch
+
+    x = torch.rand(4, 1, 24, 24)
+    a = augment_classifier_batch(x, torch.Generator().manual_seed(3))
+    b = augment_classifier_batch(x, torch.Generator().manual_seed(3))
+    c = augment_classifier_batch(x, torch.Generator().manual_seed(4))
+    assert a.shape == x.shape and torch.equal(a, b) and not torch.equal(a, c)
+    assert float(a.min()) >= 0 and float(a.max()) <= 1
+
+
+def test_classifier_saved_before_the_new_options_loads_as_trained(tmp_path):
+    from flipseg.methods.cam_mt.cams import _FORMAT, MODEL_FILE, load_cam_classifier_model
+
+    cfg = CamClassifierConfig(variant="cam", widths=(4, 6), input_size=16)
+    model = CamClassifier(cfg)
+    old = {k: v for k, v in cfg.to_dict().items() if k not in ("pooling", "convs_per_block", "augment",
+                                                                 "lse_r")}
+    torch.save({"format": _FORMAT, "config": old, "state_dict": model.state_dict()}, tmp_path / MODEL_FILE)
+    loaded = load_cam_classifier_model(tmp_path / MODEL_FILE)
+    assert loaded.cfg.pooling == "avg" and loaded.cfg.convs_per_block == 1

@@ -61,6 +61,7 @@ __all__ = [
     "CamBranch",
     "CamClassifier",
     "RoiSelection",
+    "augment_classifier_batch",
     "cam_classifier_loss",
     "compute_cams",
     "is_tumor",
@@ -80,6 +81,8 @@ NORMAL = 1 - NODULE
 CHECKPOINT = "cam_checkpoint.pt"
 MODEL_FILE = "cam_classifier.pt"
 _FORMAT = "flipseg-cam-classifier-1"
+#: Options added after classifiers were first saved: what a bundle without them was trained with.
+LEGACY_VALUES: dict[str, Any] = {"convs_per_block": 1, "pooling": "avg", "augment": False}
 
 #: name -> factory ``cfg -> (module [B,1,S,S] -> [B,C,h,w], C)``.
 BACKBONES: Registry[Callable[[CamClassifierConfig], tuple[nn.Module, int]]] = Registry("CAM backbone")
@@ -88,14 +91,15 @@ BACKBONES: Registry[Callable[[CamClassifierConfig], tuple[nn.Module, int]]] = Re
 # ------------------------------------------------------------------ networks
 @BACKBONES.register("compact")
 def _compact_backbone(cfg: CamClassifierConfig) -> tuple[nn.Module, int]:
-    """Conv-BN-ReLU blocks; every block but the last halves the resolution."""
+    """Blocks of ``convs_per_block`` Conv-BN-ReLU; every block but the last halves the resolution."""
     blocks: list[nn.Module] = []
     cin = 1
     for i, cout in enumerate(cfg.widths):
-        stride = 2 if i < len(cfg.widths) - 1 else 1
-        blocks += [nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
-                   nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
-        cin = cout
+        for j in range(cfg.convs_per_block):
+            stride = 2 if i < len(cfg.widths) - 1 and j == 0 else 1
+            blocks += [nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+                       nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+            cin = cout
     return nn.Sequential(*blocks), cin
 
 
@@ -146,27 +150,42 @@ class AttentionModulation(nn.Module):
 
 
 class CamBranch(nn.Module):
-    """Backbone (+ AMM), average pooling, linear layer; ``cam_layer`` names the CAM features.
+    """Backbone (+ AMM), pooling, linear layer; ``cam_layer`` names the CAM features.
 
     ``forward(x [B,1,S,S]) -> logits [B, 2]``; :meth:`forward_with_cam` also returns the tumor
     CAM ``[B, h, w]``. ``cam_layer`` and ``fc`` make it usable by the explainers of
-    :data:`flipseg.baselines.cam.CAM_METHODS`.
+    :data:`flipseg.baselines.cam.CAM_METHODS`. With ``pooling="avg"`` the logits are
+    ``fc(mean F)``; otherwise ``fc`` scores every location and the scores are pooled
+    (for ``avg`` the two are the same).
     """
 
-    def __init__(self, features: nn.Module, channels: int, *, modulate: bool) -> None:
+    def __init__(self, features: nn.Module, channels: int, *, modulate: bool,
+                 pooling: str = "avg", lse_r: float = 5.0) -> None:
         super().__init__()
         self.features = features
         self.amm = AttentionModulation(channels) if modulate else nn.Identity()
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(channels, 2)
         self.cam_layer = "amm" if modulate else "features"
+        self.pooling, self.lse_r = pooling, lse_r
+
+    def _logits(self, f: torch.Tensor) -> torch.Tensor:
+        if self.pooling == "avg":
+            return self.fc(self.pool(f).flatten(1))
+        scores = torch.einsum("bchw,kc->bkhw", f, self.fc.weight).flatten(2)  # [B, 2, h*w]
+        if self.pooling == "max":
+            pooled = scores.amax(-1)
+        else:  # lse: (1/r) log mean exp(r s)
+            r = self.lse_r
+            pooled = (torch.logsumexp(r * scores, -1) - np.log(scores.shape[-1])) / r
+        return pooled + self.fc.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.pool(self.amm(self.features(x))).flatten(1))
+        return self._logits(self.amm(self.features(x)))
 
     def forward_with_cam(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         f = self.amm(self.features(x))  # [B, C, h, w]
-        logits = self.fc(self.pool(f).flatten(1))  # [B, 2]
+        logits = self._logits(f)  # [B, 2]
         cam = F.relu(torch.einsum("bchw,c->bhw", f, self.fc.weight[TUMOR]))  # [B, h, w]
         return logits, cam
 
@@ -182,11 +201,12 @@ class CamClassifier(nn.Module):
         super().__init__()
         self.cfg = cfg
         features, channels = BACKBONES.get(cfg.backbone)(cfg)
-        self.spotlight = CamBranch(features, channels, modulate=False)
+        pool = {"pooling": cfg.pooling, "lse_r": cfg.lse_r}
+        self.spotlight = CamBranch(features, channels, modulate=False, **pool)
         self.compensation: CamBranch | None = None
         if cfg.variant == "amr":
             comp = features if cfg.shared_backbone else BACKBONES.get(cfg.backbone)(cfg)[0]
-            self.compensation = CamBranch(comp, channels, modulate=True)
+            self.compensation = CamBranch(comp, channels, modulate=True, **pool)
 
     @property
     def branches(self) -> list[CamBranch]:
@@ -401,13 +421,34 @@ def is_tumor(sample: dict[str, Any]) -> bool:
 def load_cam_classifier_model(path: str | Path) -> CamClassifier:
     """A trained classifier from its bundle (``cam_classifier.pt``) or its run folder."""
     bundle = read_bundle(path, MODEL_FILE, _FORMAT, "cam-mt classifier")
-    model = CamClassifier(CamClassifierConfig(**bundle["config"]))
+    model = CamClassifier(CamClassifierConfig.from_dict(LEGACY_VALUES | bundle["config"]))
     model.load_state_dict(bundle["state_dict"])
     return model.eval()
 
 
 def _bundle(model: CamClassifier) -> dict[str, Any]:
     return {"format": _FORMAT, "config": model.cfg.to_dict(), "state_dict": cpu_state(model.state_dict())}
+
+
+def augment_classifier_batch(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Random resized crop (75-100 % of each side), rotation (+-10 deg) and gamma (0.7-1.4).
+
+    ``x [B, 1, S, S]`` in 0-1 -> same shape; one draw per image from ``g``.
+    """
+    b = x.shape[0]
+    u = torch.rand(b, 6, generator=g)
+    scale = 0.75 + 0.25 * u[:, :2]  # [B, 2] crop side / image side (x, y)
+    shift = (1 - scale) * (2 * u[:, 2:4] - 1)  # crop centre, normalised coordinates
+    angle = torch.deg2rad(20 * u[:, 4] - 10)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.stack([
+        torch.stack([scale[:, 0] * cos, -scale[:, 1] * sin, shift[:, 0]], 1),
+        torch.stack([scale[:, 0] * sin, scale[:, 1] * cos, shift[:, 1]], 1),
+    ], 1)  # [B, 2, 3]
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    gamma = torch.exp(np.log(0.7) + (np.log(1.4) - np.log(0.7)) * u[:, 5])
+    return out.clamp(0, 1) ** gamma[:, None, None, None]
 
 
 def train_cam_classifier(
@@ -453,6 +494,8 @@ def train_cam_classifier(
         for i in bar:
             idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
             xb = torch.where(flips[idx][:, None, None, None], x_all[idx].flip(-1), x_all[idx])
+            if cfg.augment:
+                xb = augment_classifier_batch(xb, g)
             outputs = model.branch_outputs(xb)
             loss, parts = cam_classifier_loss(outputs, labels[idx], class_weights=weights,
                                               cam_loss_weight=cfg.cam_loss_weight)

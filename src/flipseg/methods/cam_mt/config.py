@@ -41,6 +41,19 @@ class CamClassifierConfig(_Config):
     ``resnet18`` or ``resnet50`` (MONAI ResNets, randomly initialised: nothing is downloaded)."""
     widths: tuple[int, ...] = (16, 32, 64, 128)
     """Channels of the ``compact`` backbone's blocks; all but the last halve the resolution."""
+    convs_per_block: int = 1
+    """``compact`` only: 3x3 convolutions per block (the first one strides); 2 doubles the
+    depth and more than doubles the receptive field of each CAM cell."""
+    pooling: str = "avg"
+    """How each branch pools its per-location class scores into logits: ``avg`` (global
+    average pooling, the CAM of Zhou et al. and the paper), ``lse`` (log-sum-exp with
+    sharpness ``lse_r``: between average and max, so a tumor logit needs a local peak) or
+    ``max``. The CAM is the tumor score map in every case."""
+    lse_r: float = 5.0
+    """``pooling=lse``: ``(1/r) log(mean(exp(r * s)))``; large r tends to max, small to average."""
+    augment: bool = False
+    """Random resized crops (75-100 % of each side), rotations (+-10 degrees) and gamma
+    (0.7-1.4) during training, on top of ``hflip``."""
     shared_backbone: bool = False
     """``amr`` only: both branches share one backbone (half the weights) instead of two."""
     input_size: int = 128
@@ -81,6 +94,9 @@ class CamClassifierConfig(_Config):
             "batch_size": self.batch_size >= 1,
             "lr": self.lr > 0,
             "cam_loss_weight": self.cam_loss_weight >= 0,
+            "convs_per_block": self.convs_per_block >= 1,
+            "pooling": self.pooling in ("avg", "lse", "max"),
+            "lse_r": self.lse_r > 0,
         })
 
 

@@ -41,9 +41,11 @@ from flipseg.methods.whole_image import clean_mask, images_to_batch, whole_image
 from flipseg.metrics import compute_iou
 from flipseg.networks.unet import build_unet
 from flipseg.resize import resize
+from flipseg.segmenters import SEGMENTERS, Segmenter
 
 __all__ = [
     "CamMTModel",
+    "CamMTSegmenter",
     "augment_batch",
     "consistency_loss",
     "consistency_weight",
@@ -241,6 +243,35 @@ class CamMTModel:
         """Tumor masks (bool, each image's shape) of whole images."""
         return [clean_mask(p > self.cfg.threshold, largest_component=self.cfg.largest_component)
                 for p in self.predict_proba(images, which=which, batch_size=batch_size)]
+
+
+class CamMTSegmenter(Segmenter):
+    """``--method cam-mt --model RUN``: the U-Net of a ``flipseg train cam-mt`` run (whole images).
+
+    The box the registry passes is ignored: the network segments the whole image.
+    """
+
+    name = "cam-mt"
+    dims = (2,)
+    needs_box = False
+
+    def __init__(self, model: str | Path | None = None, batch_size: int = 16) -> None:
+        if model is None:
+            raise FlipsegError("cam-mt needs a trained model: --model RUN (train one with "
+                               "`flipseg train cam-mt --out RUN`)")
+        self.model = CamMTModel.load(model)
+        self.batch_size = int(batch_size)
+
+    def segment(self, image: np.ndarray, box: Any = None, *, seed: int = 0) -> np.ndarray:
+        return self.segment_many([image], [box], seed=seed)[0]
+
+    def segment_many(self, images, boxes=None, *, seed: int = 0) -> list[np.ndarray]:
+        return self.model.predict(list(images), batch_size=self.batch_size)
+
+
+@SEGMENTERS.register("cam-mt")
+def _cam_mt_factory(**opts: Any) -> CamMTSegmenter:
+    return CamMTSegmenter(**opts)
 
 
 # --------------------------------------------------------------- training
