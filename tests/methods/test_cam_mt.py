@@ -462,3 +462,48 @@ def test_classifier_saved_before_the_new_options_loads_as_trained(tmp_path):
     torch.save({"format": _FORMAT, "config": old, "state_dict": model.state_dict()}, tmp_path / MODEL_FILE)
     loaded = load_cam_classifier_model(tmp_path / MODEL_FILE)
     assert loaded.cfg.pooling == "avg" and loaded.cfg.convs_per_block == 1
+
+
+def test_pretrained_resnet_weights_load_into_both_branches(tmp_path):
+    """A torchvision-named RGB ResNet18 state dict fills each branch's backbone (first
+    layer summed to grey, fc ignored); files that fit nothing are one-line errors."""
+    from monai.networks.nets import resnet18
+
+    from flipseg.methods.cam_mt.cams import load_backbone_weights
+
+    torch.manual_seed(0)
+    src = resnet18(spatial_dims=2, n_input_channels=3, num_classes=1000)
+    state = {f"module.{k}": v for k, v in src.state_dict().items()}
+    torch.save({"state_dict": state}, tmp_path / "r18.pth")
+    model = CamClassifier(CamClassifierConfig(variant="amr", backbone="resnet18", input_size=32))
+    n = load_backbone_weights(model, tmp_path / "r18.pth")
+    assert n["loaded"] > 50 and n["skipped"] == 2  # fc.weight, fc.bias
+    for branch in model.branches:
+        assert torch.equal(branch.features[0].weight, src.conv1.weight.sum(1, keepdim=True))
+        assert torch.equal(branch.features[7][1].conv2.weight, src.layer4[1].conv2.weight)
+        assert torch.equal(branch.features[1].running_mean, src.bn1.running_mean)
+    torch.save({"x.weight": torch.zeros(3)}, tmp_path / "other.pth")
+    with pytest.raises(FlipsegError, match="fits the resnet18 backbone"):
+        load_backbone_weights(model, tmp_path / "other.pth")
+    with pytest.raises(FlipsegError, match="not found"):
+        load_backbone_weights(model, tmp_path / "missing.pth")
+    (tmp_path / "junk.pth").write_text("junk")
+    with pytest.raises(FlipsegError, match="cannot read"):
+        load_backbone_weights(model, tmp_path / "junk.pth")
+
+
+def test_training_starts_from_the_given_backbone_weights(tmp_path):
+    from flipseg.methods.cam_mt.cams import load_cam_classifier_model, train_cam_classifier
+
+    torch.manual_seed(5)
+    donor = CamClassifier(CamClassifierConfig(variant="cam", widths=(4, 8), input_size=32))
+    torch.save(donor.spotlight.features.state_dict(), tmp_path / "w.pt")
+    cfg = CamClassifierConfig(variant="cam", widths=(4, 8), input_size=32, epochs=1, batch_size=4,
+                              lr=1e-9, backbone_weights=str(tmp_path / "w.pt"))
+    model = load_cam_classifier_model(train_cam_classifier(_samples(), cfg, tmp_path / "c", progress=False))
+    w = model.spotlight.features[0].weight
+    assert torch.allclose(w, donor.spotlight.features[0].weight, atol=1e-6)
+    fresh = load_cam_classifier_model(train_cam_classifier(
+        _samples(), apply_overrides(CamMTConfig(classifier=cfg), ["classifier.backbone_weights="]).classifier,
+        tmp_path / "c2", progress=False))
+    assert not torch.allclose(fresh.spotlight.features[0].weight, w, atol=1e-3)

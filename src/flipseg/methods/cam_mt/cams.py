@@ -65,6 +65,7 @@ __all__ = [
     "cam_classifier_loss",
     "compute_cams",
     "is_tumor",
+    "load_backbone_weights",
     "load_cam_classifier_model",
     "normalize_cam",
     "roi_from_cam",
@@ -121,6 +122,59 @@ def _monai_resnet(name: str) -> Callable[[CamClassifierConfig], tuple[nn.Module,
 
 BACKBONES.register("resnet18")(_monai_resnet("resnet18"))
 BACKBONES.register("resnet50")(_monai_resnet("resnet50"))
+
+
+#: ResNet names (torchvision / MONAI) -> index in the CAM backbone's ``nn.Sequential``.
+_RESNET_PREFIXES = {"conv1.": "0.", "bn1.": "1.", "layer1.": "4.", "layer2.": "5.", "layer3.": "6.",
+                    "layer4.": "7."}
+
+
+def load_backbone_weights(model: "CamClassifier", path: str | Path) -> dict[str, int]:
+    """Copy pretrained weights into every branch's backbone (see ``backbone_weights``).
+
+    Returns ``{"loaded": n, "skipped": m}``: tensors copied, and tensors of the file that
+    have no place of the same shape (e.g. ``fc``). Raises FlipsegError for an unreadable
+    file or one from which nothing fits.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FlipsegError(f"backbone weights not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a corrupt or foreign file is a user mistake
+        raise FlipsegError(f"cannot read backbone weights {path}: {exc}") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise FlipsegError(f"{path} holds no state dict")
+    renamed: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        key = key.removeprefix("module.")
+        for old, new in _RESNET_PREFIXES.items():
+            if key.startswith(old):
+                key = new + key[len(old):]
+                break
+        renamed[key] = value
+    loaded, skipped = 0, 0
+    for branch in model.branches:
+        target = branch.features.state_dict()
+        fit = {}
+        for key, value in renamed.items():
+            if key not in target:
+                continue
+            want = target[key].shape
+            if value.ndim == 4 and len(want) == 4 and value.shape[1] == 3 and want[1] == 1:
+                value = value.sum(1, keepdim=True)  # RGB first layer -> greyscale
+            if value.shape == target[key].shape:
+                fit[key] = value
+        branch.features.load_state_dict(fit, strict=False)
+        loaded, skipped = len(fit), len(renamed) - len(fit)
+    if loaded == 0:
+        raise FlipsegError(f"no tensor of {path} fits the {model.cfg.backbone} backbone "
+                           f"(expected ResNet names conv1/bn1/layer1-4, or this backbone's own)")
+    return {"loaded": loaded, "skipped": skipped}
 
 
 class AttentionModulation(nn.Module):
@@ -480,6 +534,10 @@ def train_cam_classifier(
     if state is not None:
         load_states(state, {"net": model, "opt": opt})
         start, log = int(state["epoch"]) + 1, list(state["log"])
+    elif cfg.backbone_weights:
+        n = load_backbone_weights(model, cfg.backbone_weights)
+        if progress:
+            tqdm.write(f"backbone weights: {n['loaded']} tensors loaded, {n['skipped']} not used")
     x_all = _inputs([s["image"] for s in samples], cfg.input_size)  # [N, 1, S, S]
     steps = max(1, int(np.ceil(len(samples) / cfg.batch_size)))
     for epoch in range(start, cfg.epochs):

@@ -39,6 +39,12 @@ class CamClassifierConfig(_Config):
     backbone: str = "compact"
     """Feature extractor of each branch: ``compact`` (small conv net, CPU default),
     ``resnet18`` or ``resnet50`` (MONAI ResNets, randomly initialised: nothing is downloaded)."""
+    backbone_weights: str = ""
+    """Optional path to pretrained weights for the backbone of each branch, loaded before
+    training starts: a torch state dict (or a dict holding one under ``state_dict``) of a
+    torchvision- or MONAI-style ResNet of the same depth (``conv1``, ``bn1``, ``layer1``-
+    ``layer4``; an RGB ``conv1`` is summed to one channel; ``fc`` is ignored), or of this
+    backbone itself. Nothing is downloaded. Empty: random initialisation."""
     widths: tuple[int, ...] = (16, 32, 64, 128)
     """Channels of the ``compact`` backbone's blocks; all but the last halve the resolution."""
     convs_per_block: int = 1
