@@ -46,6 +46,7 @@ VARIANTS: dict[str, dict] = {
     # state and post-processing
     "no global view": {"global_view": False},
     "no smoothing": {"smooth": 0.0},
+    "no ellipse fusion": {"prior_fusion": 0.0},
     # agents
     "agents=1": {"agents": 1},
     "agents=3": {"agents": 3},
