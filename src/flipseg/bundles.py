@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 from flipseg.errors import FlipsegError
 
-__all__ = ["method_of_model", "read_bundle"]
+__all__ = ["load_torch_file", "locate", "method_of_model", "read_bundle"]
 
 #: Bundle ``format`` tag -> the ``--method`` that runs it (None: not a segmenter; the value
 #: says what to use instead).
@@ -31,26 +31,40 @@ _RUN_FILES = ("flip_model.pt", "boxinst_model.pt", "pseudo_model.pt", "hybrid_mo
               "cam_mt_model.pt", "mean_teacher/cam_mt_model.pt", "lanet_model.pt")
 
 
+def locate(path: str | Path, file_names: Sequence[str], what: str) -> Path:
+    """``path`` itself, or the first of ``file_names`` inside the folder ``path``.
+
+    Raises FlipsegError (naming ``what``) when nothing is there.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        found = [path / n for n in file_names if (path / n).exists()]
+        if not found:
+            raise FlipsegError(f"no {what} in {path} (looked for {', '.join(file_names)})")
+        path = found[0]
+    if not path.exists():
+        raise FlipsegError(f"{what} not found: {path}")
+    return path
+
+
+def load_torch_file(path: str | Path, what: str, *, weights_only: bool = False) -> Any:
+    """``torch.load`` on the CPU; a corrupt or foreign file is a one-line FlipsegError."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as exc:  # a corrupt or foreign file is a user mistake
+        raise FlipsegError(f"cannot read {what} {path}: {exc}") from None
+
+
 def method_of_model(path: str | Path) -> str:
     """The ``--method`` that runs a trained model (a bundle file or a run folder).
 
     Raises FlipsegError for a missing path, a folder without a model, a file that
     is not a flipseg bundle, or a model that does not segment (e.g. LA-Net).
     """
-    path = Path(path)
-    if path.is_dir():
-        found = [path / n for n in _RUN_FILES if (path / n).exists()]
-        if not found:
-            raise FlipsegError(f"no trained model in {path} (looked for {', '.join(_RUN_FILES)})")
-        path = found[0]
-    if not path.exists():
-        raise FlipsegError(f"model not found: {path}")
-    import torch
-
-    try:
-        bundle = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # a corrupt or foreign file is a user mistake
-        raise FlipsegError(f"cannot read model file {path}: {exc}") from None
+    path = locate(path, _RUN_FILES, "trained model")
+    bundle = load_torch_file(path, "model file")
     fmt = bundle.get("format") if isinstance(bundle, dict) else None
     if fmt not in _FORMAT_METHODS:
         raise FlipsegError(f"{path} is not a flipseg model")
@@ -74,21 +88,8 @@ def read_bundle(path: str | Path, file_names: str | Sequence[str], fmt: str, wha
     what
         Words for messages, e.g. ``"boxinst model"``.
     """
-    import torch
-
-    path = Path(path)
-    if path.is_dir():
-        names = [file_names] if isinstance(file_names, str) else list(file_names)
-        found = [path / n for n in names if (path / n).exists()]
-        if not found:
-            raise FlipsegError(f"no {what} in {path} (looked for {', '.join(names)})")
-        path = found[0]
-    if not path.exists():
-        raise FlipsegError(f"{what} not found: {path}")
-    try:
-        bundle = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # a corrupt or foreign file is a user mistake
-        raise FlipsegError(f"cannot read model file {path}: {exc}") from None
+    names = [file_names] if isinstance(file_names, str) else list(file_names)
+    bundle = load_torch_file(locate(path, names, what), "model file")
     if not isinstance(bundle, dict) or bundle.get("format") != fmt:
         raise FlipsegError(f"{path} is not a flipseg {what}")
     return bundle

@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 
 from flipseg.baselines.cam import CAM_METHODS, NODULE
 from flipseg.boxes import Box
-from flipseg.bundles import read_bundle
+from flipseg.bundles import load_torch_file, locate, read_bundle
 from flipseg.errors import FlipsegError
 from flipseg.methods.cam_mt.config import CamClassifierConfig, SelectionConfig
 from flipseg.methods.training import cpu_state, final_model, load_states, open_run, save_epoch, set_threads
@@ -136,13 +136,7 @@ def load_backbone_weights(model: "CamClassifier", path: str | Path) -> dict[str,
     have no place of the same shape (e.g. ``fc``). Raises FlipsegError for an unreadable
     file or one from which nothing fits.
     """
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise FlipsegError(f"backbone weights not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a corrupt or foreign file is a user mistake
-        raise FlipsegError(f"cannot read backbone weights {path}: {exc}") from None
+    state = load_torch_file(locate(path, (), "backbone weights"), "backbone weights", weights_only=True)
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from flipseg.boxes import Box
+from flipseg.bundles import load_torch_file
 from flipseg.errors import FlipsegError
 from flipseg.segmenters import SEGMENTERS, Segmenter, get_segmenter
 
@@ -84,10 +85,7 @@ def load_sam_model(
                                f"{', '.join(sorted(registry))}")
         builder = registry[model_type]
     model = builder()
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a corrupt or foreign file is a user mistake
-        raise FlipsegError(f"cannot read SAM checkpoint {path}: {exc}") from None
+    state = load_torch_file(path, "SAM checkpoint", weights_only=True)
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     try:
