@@ -507,3 +507,12 @@ def test_training_starts_from_the_given_backbone_weights(tmp_path):
         _samples(), apply_overrides(CamMTConfig(classifier=cfg), ["classifier.backbone_weights="]).classifier,
         tmp_path / "c2", progress=False))
     assert not torch.allclose(fresh.spotlight.features[0].weight, w, atol=1e-3)
+
+
+def test_all_empty_cams_say_the_classifier_needs_training(tmp_path, monkeypatch):
+    import flipseg.methods.cam_mt.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "compute_cams",
+                        lambda model, images, **_: [np.zeros(np.shape(im), np.float32) for im in images])
+    with pytest.raises(FlipsegError, match="maps are empty on all 6 training tumor images"):
+        pipeline.prepare_pseudo_labels(_samples(), _tiny_cfg(), tmp_path / "run", progress=False)

@@ -179,6 +179,12 @@ def prepare_pseudo_labels(
     cams = compute_cams(model, [s["image"] for s in tumor])
     selections = [select_image(c, cfg.selection) for c in cams]
     _write_selection(run / "selection.csv", tumor, selections)
+    empty = sum(sel.roi1 is None for sel in selections)
+    if tumor and empty == len(tumor):
+        raise FlipsegError(
+            f"the CAM classifier's tumor maps are empty on all {len(tumor)} training tumor images "
+            f"(it has not learnt yet): train it longer, e.g. --set classifier.epochs=15 (the run resumes)"
+        )
     wanted = [(s, sel.roi1) for s, sel in zip(tumor, selections)
               if sel.roi1 is not None and (sel.selected or which == "all")]
     signature = _engine_signature(cfg)
