@@ -109,5 +109,5 @@ def train_cam_mt_cli(args: argparse.Namespace) -> int:
         t = summary["test"]
         print(f"test ({t['n']} tumor images): tumor IoU {t['tumor_iou']:.3f}, background IoU "
               f"{t['background_iou']:.3f}, mIoU {t['miou']:.3f}")
-    print(f"model: {out / 'mean_teacher'} (CamMTModel.load)")
+    print(f"model: {out / 'mean_teacher'} (use it with: flipseg segment --model {out} --image IMG --out DIR)")
     return 0
