@@ -90,7 +90,23 @@ def quality(model: str | None, datasets: list[str], shift: str | None, limit: in
                     f = 100.0 if m in ("dice", "jaccard") else 1.0
                     lines.append(f"| {m} | {t['mean_diff'] * f:+.2f} | {t['t']:.2f} | {t['p']:.2g} |")
                 lines.append("")
+        lines += per_class(cases, pc)
     return "\n".join(lines)
+
+
+def per_class(cases: list[dict], pc: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+    """Mean Dice per image label (BUSI: benign / malignant), when the cases have several."""
+    labels = {c["case_id"]: c.get("label") for c in cases}
+    classes = sorted({v for v in labels.values() if v})
+    if len(classes) < 2:
+        return []
+    counts = {k: sum(v == k for v in labels.values()) for k in classes}
+    lines = ["| method | " + " | ".join(f"{k} Dice (n={counts[k]})" for k in classes) + " |",
+             "|---|" + "---|" * len(classes)]
+    for meth, rows in pc.items():
+        cells = [100 * np.mean([r["dice"] for c, r in rows.items() if labels.get(c) == k]) for k in classes]
+        lines.append(f"| {meth} | " + " | ".join(f"{v:.2f}" for v in cells) + " |")
+    return lines + [""]
 
 
 def speed(model: str | None, n: int, levels: list[int]) -> str:
