@@ -37,6 +37,8 @@ def locate(path: str | Path, file_names: Sequence[str], what: str) -> Path:
     Raises FlipsegError (naming ``what``) when nothing is there.
     """
     path = Path(path).expanduser()
+    if path.is_dir() and not file_names:
+        raise FlipsegError(f"{what} must be a file; {path} is a folder")
     if path.is_dir():
         found = [path / n for n in file_names if (path / n).exists()]
         if not found:

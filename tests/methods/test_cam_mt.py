@@ -487,6 +487,8 @@ def test_pretrained_resnet_weights_load_into_both_branches(tmp_path):
         load_backbone_weights(model, tmp_path / "other.pth")
     with pytest.raises(FlipsegError, match="not found"):
         load_backbone_weights(model, tmp_path / "missing.pth")
+    with pytest.raises(FlipsegError, match="must be a file"):
+        load_backbone_weights(model, tmp_path)
     (tmp_path / "junk.pth").write_text("junk")
     with pytest.raises(FlipsegError, match="cannot read"):
         load_backbone_weights(model, tmp_path / "junk.pth")
