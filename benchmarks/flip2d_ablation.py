@@ -33,6 +33,7 @@ DEFAULT_MODEL = Path(flipseg.__file__).parent / "models" / "flip2d.pt"
 
 VARIANTS: dict[str, dict] = {
     "ours": {},
+    "ours seed 1": {"seed": 1},
     # rewards (the paper's eq. (1)-(5) and our box prior)
     "paper rewards (CSR+IDR1+IDR2 no prior)": {"use_csr": True, "use_idr1": True,
                                                 "use_prior": False, "csr_tolerance": 0.0,
