@@ -395,7 +395,8 @@ def test_config_overrides_and_cli(tmp_path):
 
 def test_cam_is_the_class_weighted_feature_sum():
     torch.manual_seed(0)
-    model = CamClassifier(CamClassifierConfig(variant="cam", widths=(4, 6), input_size=16)).eval()
+    model = CamClassifier(CamClassifierConfig(variant="cam", widths=(4, 6), input_size=16,
+                                              pooling="avg")).eval()
     x = torch.rand(2, 1, 16, 16)
     logits, cam = model.spotlight.forward_with_cam(x)
     feats = model.spotlight.features(x)
@@ -453,6 +454,7 @@ def test_augment_classifier_batch_is_seeded_and_in_range():
 
 
 def test_classifier_saved_before_the_new_options_loads_as_trained(tmp_path):
+    from flipseg.methods.cam_mt import paper_config
     from flipseg.methods.cam_mt.cams import _FORMAT, MODEL_FILE, load_cam_classifier_model
 
     cfg = CamClassifierConfig(variant="cam", widths=(4, 6), input_size=16)
@@ -462,6 +464,8 @@ def test_classifier_saved_before_the_new_options_loads_as_trained(tmp_path):
     torch.save({"format": _FORMAT, "config": old, "state_dict": model.state_dict()}, tmp_path / MODEL_FILE)
     loaded = load_cam_classifier_model(tmp_path / MODEL_FILE)
     assert loaded.cfg.pooling == "avg" and loaded.cfg.convs_per_block == 1
+    assert CamClassifierConfig().pooling == "max"  # the current default differs: the legacy value matters
+    assert paper_config().classifier.pooling == "avg"
 
 
 def test_pretrained_resnet_weights_load_into_both_branches(tmp_path):
@@ -518,3 +522,17 @@ def test_all_empty_cams_say_the_classifier_needs_training(tmp_path, monkeypatch)
                         lambda model, images, **_: [np.zeros(np.shape(im), np.float32) for im in images])
     with pytest.raises(FlipsegError, match="maps are empty on all 6 training tumor images"):
         pipeline.prepare_pseudo_labels(_samples(), _tiny_cfg(), tmp_path / "run", progress=False)
+
+
+def test_classifier_run_refuses_other_options_but_may_be_extended(tmp_path):
+    from flipseg.methods.cam_mt.cams import train_cam_classifier
+
+    cfg = CamClassifierConfig(variant="cam", widths=(4, 8), input_size=32, epochs=1, batch_size=4)
+    train_cam_classifier(_samples(), cfg, tmp_path / "c", progress=False)
+    with pytest.raises(FlipsegError, match="differs in: pooling"):
+        train_cam_classifier(_samples(), CamClassifierConfig(**{**cfg.to_dict(), "pooling": "avg"}),
+                             tmp_path / "c", progress=False)
+    train_cam_classifier(_samples(), CamClassifierConfig(**{**cfg.to_dict(), "epochs": 2}),
+                         tmp_path / "c", progress=False)
+    state = torch.load(tmp_path / "c" / "cam_checkpoint.pt", weights_only=False)
+    assert [r["epoch"] for r in state["log"]] == [1, 2]

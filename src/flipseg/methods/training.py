@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Collection, Mapping, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -61,11 +61,12 @@ def write_config(run: Path, config: Mapping[str, Any]) -> None:
     atomic_write_text(run / "config.json", json.dumps(config, indent=2))
 
 
-def _comparable(config: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if k != "num_threads"}
+def _comparable(config: Mapping[str, Any], resumable: Collection[str] = ()) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k != "num_threads" and k not in resumable}
 
 
-def load_checkpoint(path: Path, config: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+def load_checkpoint(path: Path, config: Mapping[str, Any] | None = None,
+                    resumable: Collection[str] = ()) -> dict[str, Any] | None:
     """The checkpoint at ``path``, or None when there is none yet.
 
     Parameters
@@ -74,7 +75,9 @@ def load_checkpoint(path: Path, config: Mapping[str, Any] | None = None) -> dict
         Checkpoint file inside the run folder.
     config
         The configuration (``cfg.to_dict()``) of the run about to start; when
-        given, it must equal the checkpoint's ``config`` but for ``num_threads``.
+        given, it must equal the checkpoint's ``config`` but for ``num_threads``
+        and the keys in ``resumable`` (e.g. ``epochs``: a run may be extended).
+        A checkpoint saved without its ``config`` is not checked.
 
     Raises
     ------
@@ -84,15 +87,19 @@ def load_checkpoint(path: Path, config: Mapping[str, Any] | None = None) -> dict
     if not path.exists():
         return None
     state = torch.load(path, map_location="cpu", weights_only=False)
-    if config is not None and _comparable(state["config"]) != _comparable(config):
-        diff = sorted(k for k, v in _comparable(config).items() if state["config"].get(k) != v)
+    if config is None or "config" not in state:
+        return state
+    saved, now = _comparable(state["config"], resumable), _comparable(config, resumable)
+    if saved != now:
+        diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
         raise FlipsegError(f"run folder {path.parent} holds a run with another configuration "
                            f"(differs in: {', '.join(diff)}); use a new --out")
     return state
 
 
 def open_run(
-    run_dir: str | Path, checkpoint: str, config: Mapping[str, Any], *, same_config: bool = True
+    run_dir: str | Path, checkpoint: str, config: Mapping[str, Any], *, same_config: bool = True,
+    resumable: Collection[str] = (),
 ) -> tuple[Path, dict[str, Any] | None]:
     """Start or resume a run: create the folder, read its checkpoint, write ``config.json``.
 
@@ -107,6 +114,8 @@ def open_run(
     same_config
         Refuse a checkpoint saved with another configuration (the checkpoint holds it
         under ``config``); see :func:`load_checkpoint`.
+    resumable
+        Configuration keys that may change on resume (with ``same_config``).
 
     Returns
     -------
@@ -114,7 +123,7 @@ def open_run(
     """
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
-    state = load_checkpoint(run / checkpoint, config if same_config else None)
+    state = load_checkpoint(run / checkpoint, config if same_config else None, resumable)
     write_config(run, config)
     return run, state
 

@@ -245,7 +245,7 @@ def train_boxinst(
     progress: bool = True,
 ) -> Path:
     """Train from the boxes of ``train`` (masks unused); returns the model file path."""
-    run, state = open_run(run_dir, CHECKPOINT, cfg.to_dict(), same_config=False)
+    run, state = open_run(run_dir, CHECKPOINT, cfg.to_dict(), resumable=("epochs",))
     set_threads(max(1, cfg.num_threads))
     torch.manual_seed(cfg.seed)
     model = BoxInstModel(cfg)
@@ -297,8 +297,8 @@ def train_boxinst(
             row["val_dice"] = float(np.mean([compute_dice(p, s["mask"]) for p, s in zip(preds, val_m)]))
         row["seconds"] = time.time() - t0
         log.append(row)
-        state = {"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                 "epoch": epoch, "log": log}
+        state = {"config": cfg.to_dict(), "net": net.state_dict(), "opt": opt.state_dict(),
+                 "sched": sched.state_dict(), "epoch": epoch, "log": log}
         save_epoch(run, (CHECKPOINT, state), (MODEL_FILE, model.bundle()), log, progress=progress)
     return final_model(run / MODEL_FILE, model.bundle)
 

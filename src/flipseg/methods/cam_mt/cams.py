@@ -511,7 +511,7 @@ def train_cam_classifier(
     Labels come from :func:`is_tumor`; masks and boxes are never read. Raises FlipsegError
     when one of the two classes is missing.
     """
-    run, state = open_run(run_dir, CHECKPOINT, cfg.to_dict(), same_config=False)
+    run, state = open_run(run_dir, CHECKPOINT, cfg.to_dict(), resumable=("epochs",))
     labels = torch.tensor([TUMOR if is_tumor(s) else NORMAL for s in samples], dtype=torch.long)
     counts = torch.bincount(labels, minlength=2)
     if int(counts.min()) == 0:
@@ -566,7 +566,8 @@ def train_cam_classifier(
                "seconds": time.time() - t0}
         log.append(row)
         model.eval()
-        state = {"net": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch, "log": log}
+        state = {"net": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch, "log": log,
+                 "config": cfg.to_dict()}
         save_epoch(run, (CHECKPOINT, state), (MODEL_FILE, _bundle(model)), log, progress=progress,
                    label="cam classifier ")
     return final_model(run / MODEL_FILE, lambda: _bundle(model))

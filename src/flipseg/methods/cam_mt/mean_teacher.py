@@ -299,7 +299,7 @@ def train_mean_teacher(
     if not len(labeled_images):
         raise FlipsegError("Mean Teacher needs at least one labelled image (the selection kept none: "
                            "try a lower selection.iou_threshold)")
-    run, state = open_run(run_dir, CHECKPOINT, cfg.to_dict(), same_config=False)
+    run, state = open_run(run_dir, CHECKPOINT, cfg.to_dict(), resumable=("epochs",))
     set_threads(max(1, cfg.num_threads))
     torch.manual_seed(cfg.seed)
     model = CamMTModel(cfg)
@@ -363,8 +363,8 @@ def train_mean_teacher(
             row["val_tumor_iou"] = float(np.mean([compute_iou(p, m) for p, m in zip(preds, val_masks)]))
         row["seconds"] = time.time() - t0
         log.append(row)
-        state = {"student": student.state_dict(), "teacher": teacher.state_dict(), "opt": opt.state_dict(),
-                 "epoch": epoch, "step": step, "log": log}
+        state = {"config": cfg.to_dict(), "student": student.state_dict(), "teacher": teacher.state_dict(),
+                 "opt": opt.state_dict(), "epoch": epoch, "step": step, "log": log}
         save_epoch(run, (CHECKPOINT, state), (MODEL_FILE, model.bundle()), log, progress=progress,
                    label="mean teacher ")
     return final_model(run / MODEL_FILE, model.bundle)
