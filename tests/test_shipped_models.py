@@ -70,3 +70,17 @@ def test_shipped_boxinst_model_is_the_default_and_segments_inside_the_box(sample
     for m, s in zip(masks, samples):
         assert not (m & ~s["box"].to_mask(m.shape)).any()
     assert np.mean([compute_dice(m, s["mask"]) for m, s in zip(masks, samples)]) > 0.7
+
+
+def test_shipped_2d_model_erases_400_superpixels_and_the_segmenter_can_change_it(samples):
+    from flipseg.methods.flip.infer import FlipSegmenter
+
+    model = FlipModel.load(default_model_path(2))
+    assert model.cfg.inference_segments == 400 and model.cfg.levels == (50, 100)
+    ims, bxs = [s["image"] for s in samples], [s["box"] for s in samples]
+    default = [r.mask for r in model.segment_many(ims, bxs)]
+    explicit = [r.mask for r in model.segment_many(ims, bxs, level=400)]
+    assert all((a == b).all() for a, b in zip(default, explicit))
+    coarse = FlipSegmenter(segments=100)
+    assert coarse.model.cfg.inference_segments == 100
+    assert any((a != b).any() for a, b in zip(default, coarse.segment_many(ims, bxs)))

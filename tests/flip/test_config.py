@@ -57,3 +57,10 @@ def test_configs_saved_before_new_options_keep_their_behaviour(tmp_path):
     new = FlipConfig()
     new.save(path)
     assert FlipConfig.load(path) == new  # a complete file round-trips unchanged
+
+
+def test_inference_segments_is_checked_and_off_by_default():
+    assert FlipConfig().inference_segments == 0
+    assert FlipConfig.from_saved({"levels": [50, 100]}).inference_segments == 0
+    with pytest.raises(FlipsegError, match="inference_segments"):
+        FlipConfig(inference_segments=1)

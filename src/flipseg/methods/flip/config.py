@@ -160,6 +160,10 @@ class FlipConfig:
     """Epochs spent on each level under PCL (0: split ``epochs`` evenly)."""
     inference_level: int = -1
     """Index into ``levels`` used at inference (default: the last)."""
+    inference_segments: int = 0
+    """Superpixel (supervoxel) count at inference, overriding ``inference_level`` (0: off).
+    The agents judge each superpixel from crops around it, so a model trained at 50-100
+    can erase finer ones: the shipped 2D model uses 400 (docs/flip.md)."""
     scale_levels_to_box: bool = False
     """Scale the superpixel count with the box size (pixels/voxels of the original box
     relative to a box of edge ``level_reference_edge``; at least 8)."""
@@ -252,6 +256,7 @@ class FlipConfig:
             "curriculum": self.curriculum in ("progressive", "mixed", "fixed", "c2f"),
             "reward_attribution": self.reward_attribution in ("per_agent", "joint"),
             "idr1_reference": self.idr1_reference in ("cumulative", "step"),
+            "inference_segments": self.inference_segments == 0 or self.inference_segments >= 2,
             "levels": len(self.levels) >= 1 + (self.curriculum == "c2f")
             and all(v >= 2 for v in self.levels),
             "frames": self.frames >= 1,

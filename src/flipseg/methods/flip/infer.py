@@ -97,7 +97,7 @@ class FlipModel:
         cfg = self.cfg
         torch.set_num_threads(max(1, cfg.num_threads))
         if level is None:
-            level = cfg.levels[cfg.inference_level]
+            level = cfg.inference_segments or cfg.levels[cfg.inference_level]
         results: list[FlipResult] = []
         gts = list(gt_masks) if gt_masks is not None else [None] * len(images)
         bar = tqdm(total=len(images), desc="flip", unit="box", disable=not progress, leave=False)
@@ -165,7 +165,7 @@ class FlipSegmenter(Segmenter):
 
     def __init__(self, model: str | Path | None = None, batch_size: int = 64, dims: int = 2,
                  refine: str | None = None, refine_core: float = 0.3,
-                 prior_fusion: float | None = None):
+                 prior_fusion: float | None = None, segments: int | None = None):
         if refine not in (None, "grabcut"):
             raise FlipsegError(f"unknown Flip refinement {refine!r}; choose grabcut or none")
         if refine is not None and dims != 2:
@@ -181,6 +181,8 @@ class FlipSegmenter(Segmenter):
         self.model = FlipModel.load(path)
         if prior_fusion is not None:  # override the model's saved post-processing
             self.model.cfg = self.model.cfg.with_overrides(prior_fusion=float(prior_fusion))
+        if segments is not None:  # override the model's superpixel count at inference
+            self.model.cfg = self.model.cfg.with_overrides(inference_segments=int(segments))
         self.dims = (self.model.cfg.dims,)
         self.batch_size = batch_size
 
