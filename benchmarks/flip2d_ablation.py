@@ -20,16 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-import flipseg
 from flipseg.data import load_dataset
-from flipseg.methods.flip.classifier import ClassifierConfig
+from flipseg.methods.flip.classifier import ClassifierConfig, write_finished_classifier
 from flipseg.methods.flip.config import FlipConfig
-from flipseg.methods.flip.infer import FlipModel
+from flipseg.methods.flip.infer import FlipModel, default_model_path
 from flipseg.methods.flip.pipeline import train_flip
 from flipseg.metrics import paired_ttest, segmentation_metrics
 from flipseg.segmenters import get_segmenter
-
-DEFAULT_MODEL = Path(flipseg.__file__).parent / "models" / "flip2d.pt"
 
 VARIANTS: dict[str, dict] = {
     "ours": {},
@@ -67,35 +64,18 @@ VARIANTS: dict[str, dict] = {
 
 
 def classifier_folder(source: Path, dest: Path) -> Path:
-    """A classifier folder to share: ``source`` itself, or the classifier inside a Flip model file.
-
-    A model file's classifier is written as a finished checkpoint (epoch = its
-    configured epochs, fresh optimizer state), so ``train_flip`` loads it and trains
-    no further.
-    """
+    """A classifier folder to share: ``source`` itself, or the classifier inside a Flip model file."""
     if source.is_dir():
         return source
     import torch
 
-    from flipseg.methods.flip.classifier import _FORMAT, CHECKPOINT, CONFIG_FILE, _build
-
     bundle = torch.load(source, map_location="cpu", weights_only=False)
-    c = bundle["classifier"]
-    cfg = ClassifierConfig.from_dict(c["config"])
-    net = _build(cfg)
-    net.load_state_dict(c["state_dict"])
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    dest.mkdir(parents=True, exist_ok=True)
-    torch.save({"format": _FORMAT, "config": cfg.to_dict(), "state_dict": net.state_dict(),
-                "optimizer": opt.state_dict(), "epoch": cfg.epochs, "history": []},
-               dest / CHECKPOINT)
-    (dest / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2))
-    return dest
+    return write_finished_classifier(bundle["classifier"], dest)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--classifier", default=str(DEFAULT_MODEL),
+    ap.add_argument("--classifier", default=str(default_model_path(2)),
                     help="trained classifier folder, or a Flip model file whose classifier "
                          "is shared (default: the shipped 2D model)")
     ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names")

@@ -11,6 +11,7 @@ from flipseg.methods.flip.classifier import (
     FlipClassifier,
     load_classifier,
     train_classifier,
+    write_finished_classifier,
 )
 
 
@@ -81,3 +82,15 @@ def test_score_boxes_and_bad_inputs(phantoms, tmp_path):
         ClassifierConfig(fill_prob=1.5)
     with pytest.raises(FlipsegError, match="not found"):
         load_classifier(tmp_path / "missing.pt")
+
+
+def test_a_bundled_classifier_is_written_as_a_finished_run(phantoms, tmp_path):
+    """The classifier a Flip model file carries becomes a run folder that training loads as is."""
+    trained, _ = train_classifier(phantoms[:4], [], _cfg(epochs=1, dims=2), tmp_path / "a", progress=False)
+    bundle = {"config": trained.config.to_dict(), "state_dict": trained.network.state_dict()}
+    out = write_finished_classifier(bundle, tmp_path / "shared")
+    assert json.loads((out / "classifier_config.json").read_text()) == trained.config.to_dict()
+    again, report = train_classifier(phantoms[:4], [], trained.config, out, progress=False)
+    assert report["history"] == []  # nothing trained: the run is finished at its epochs
+    w0, w1 = _weights(trained), _weights(again)
+    assert all(torch.equal(w0[k], w1[k]) for k in w0)

@@ -98,7 +98,7 @@ def load_checkpoint(path: Path, config: Mapping[str, Any] | None = None,
 
 
 def open_run(
-    run_dir: str | Path, checkpoint: str, config: Mapping[str, Any], *, same_config: bool = True,
+    run_dir: str | Path, checkpoint: str, config: Mapping[str, Any], *,
     resumable: Collection[str] = (),
 ) -> tuple[Path, dict[str, Any] | None]:
     """Start or resume a run: create the folder, read its checkpoint, write ``config.json``.
@@ -111,11 +111,9 @@ def open_run(
         File name of the recipe's checkpoint in it.
     config
         The run's configuration (``cfg.to_dict()``).
-    same_config
-        Refuse a checkpoint saved with another configuration (the checkpoint holds it
-        under ``config``); see :func:`load_checkpoint`.
     resumable
-        Configuration keys that may change on resume (with ``same_config``).
+        Configuration keys that may change on resume; any other difference from the
+        checkpoint's ``config`` is refused (see :func:`load_checkpoint`).
 
     Returns
     -------
@@ -123,7 +121,7 @@ def open_run(
     """
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
-    state = load_checkpoint(run / checkpoint, config if same_config else None, resumable)
+    state = load_checkpoint(run / checkpoint, config, resumable)
     write_config(run, config)
     return run, state
 

@@ -179,8 +179,7 @@ def prepare_pseudo_labels(
     cams = compute_cams(model, [s["image"] for s in tumor])
     selections = [select_image(c, cfg.selection) for c in cams]
     _write_selection(run / "selection.csv", tumor, selections)
-    empty = sum(sel.roi1 is None for sel in selections)
-    if tumor and empty == len(tumor):
+    if tumor and all(sel.roi1 is None for sel in selections):
         raise FlipsegError(
             f"the CAM classifier's tumor maps are empty on all {len(tumor)} training tumor images "
             f"(it has not learnt yet): train it longer, e.g. --set classifier.epochs=15 (the run resumes)"

@@ -42,6 +42,7 @@ __all__ = [
     "learning_rate",
     "load_classifier",
     "train_classifier",
+    "write_finished_classifier",
 ]
 
 CHECKPOINT = "classifier.pt"
@@ -220,6 +221,30 @@ class FlipClassifier:
 
 def _build(cfg: ClassifierConfig) -> torch.nn.Module:
     return build_classifier(cfg.network, spatial_dims=cfg.dims, in_channels=1, num_classes=2)
+
+
+def _save_checkpoint(path: Path, cfg: ClassifierConfig, network: torch.nn.Module,
+                     optimizer: torch.optim.Optimizer, epoch: int, history: list) -> None:
+    """``classifier.pt``: what :func:`train_classifier` resumes from and :func:`load_classifier` reads."""
+    state = {"format": _FORMAT, "config": cfg.to_dict(), "state_dict": network.state_dict(),
+             "optimizer": optimizer.state_dict(), "epoch": epoch, "history": history}
+    atomic_save(path, lambda tmp: torch.save(state, tmp))
+
+
+def write_finished_classifier(classifier: dict[str, Any], out_dir: str | Path) -> Path:
+    """Write the classifier held in a Flip model bundle (``bundle["classifier"]``) to
+    ``out_dir`` as a finished run: ``classifier.pt`` at its configured epochs (fresh
+    optimizer state) and ``classifier_config.json``. :func:`train_classifier` on that
+    folder then loads it and trains no further. Returns the folder."""
+    cfg = ClassifierConfig.from_dict(classifier["config"])
+    network = _build(cfg)
+    network.load_state_dict(classifier["state_dict"])
+    optimizer = torch.optim.AdamW(network.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _save_checkpoint(out / CHECKPOINT, cfg, network, optimizer, cfg.epochs, [])
+    atomic_write_text(out / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2))
+    return out
 
 
 def load_classifier(path: str | Path) -> FlipClassifier:
@@ -402,23 +427,13 @@ def train_classifier(
             m = evaluate_classifier(model, val_set)
             row |= {"val_accuracy": m["accuracy"], "val_auc": m["auc"]}
         history.append(row)
-        state = {
-            "format": _FORMAT,
-            "config": cfg.to_dict(),
-            "state_dict": network.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "epoch": epoch + 1,
-            "history": history,
-        }
-        atomic_save(ckpt_path, lambda tmp, state=state: torch.save(state, tmp))
+        _save_checkpoint(ckpt_path, cfg, network, optimizer, epoch + 1, history)
         if progress:
             summary = ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch")
             tqdm.write(f"classifier epoch {epoch + 1}: {summary}")
 
     if not ckpt_path.exists():  # epochs == 0: keep the untrained weights loadable
-        atomic_save(ckpt_path, lambda tmp: torch.save(
-            {"format": _FORMAT, "config": cfg.to_dict(), "state_dict": network.state_dict(),
-             "optimizer": optimizer.state_dict(), "epoch": 0, "history": []}, tmp))
+        _save_checkpoint(ckpt_path, cfg, network, optimizer, 0, [])
     network.eval()
     report: dict[str, Any] = {
         "n_train_boxes": len(train_set.boxes),
