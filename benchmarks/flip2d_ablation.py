@@ -7,6 +7,7 @@ with paired t-tests against the full method. The budget is printed with the tabl
 
     python benchmarks/flip2d_ablation.py                      # the shipped model's classifier
     python benchmarks/flip2d_ablation.py --classifier runs/flip_bb5/classifier
+    python benchmarks/flip2d_ablation.py --variants "ours,box jitter 0-10 (half)" --box-shift 0-10
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from flipseg.boxes import shifted_boxes
 from flipseg.data import load_dataset
 from flipseg.methods.flip.classifier import ClassifierConfig, write_finished_classifier
 from flipseg.methods.flip.config import FlipConfig
@@ -60,6 +62,10 @@ VARIANTS: dict[str, dict] = {
     "seeds": {"superpixel_method": "seeds"},
     "lsc": {"superpixel_method": "lsc"},
     "mixup eraser": {"eraser": "mixup"},
+    # training boxes (ours): jittered as the box-shift protocol, prior reward on the tight box
+    "box jitter 0-10 (half)": {"train_box_shift": 10},
+    "box jitter 0-10 (all)": {"train_box_shift": 10, "train_box_shift_prob": 1.0},
+    "box jitter 0-20 (half)": {"train_box_shift": 20},
 }
 
 
@@ -84,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--levels", default="50,100,200")
     ap.add_argument("--out", default="runs/ablation")
+    ap.add_argument("--box-shift", default=None,
+                    help="also score every variant with shifted test boxes, e.g. 0-10 "
+                         "(one seeded shift per box, the same for every variant)")
     a = ap.parse_args(argv)
     train = [s for s in load_dataset("bus-bra", fold=5, part="train") if s["box"] is not None]
     rng = np.random.default_rng(0)
@@ -93,10 +102,29 @@ def main(argv: list[str] | None = None) -> int:
     base = FlipConfig(epochs=a.epochs, levels=levels, num_envs=64)
     ccfg_path = classifier_folder(Path(a.classifier), Path(a.out) / "shared_classifier")
     results: dict[str, dict[str, np.ndarray]] = {}
+    shifted: dict[str, np.ndarray] = {}  # Dice with shifted boxes, per variant
+    # one seeded shift per test box, the same for every variant
+    shift_boxes = ([shifted_boxes(s["box"], s["image"].shape, a.box_shift, repeats=1, seed=i)[0]
+                    for i, s in enumerate(test)] if a.box_shift else None)
+    extra_head = f" Dice {a.box_shift} px shift | p vs ours |" if a.box_shift else ""
     lines = [f"Budget: {len(train)} training boxes (folds 1-4), {a.epochs} epochs, levels {levels}; "
              f"test: first {len(test)} boxes of fold 5.", "",
-             "| variant | Dice | JAC | HD | ASD | p Dice vs ours | p HD vs ours | train min |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| variant | Dice | JAC | HD | ASD | p Dice vs ours | p HD vs ours | train min |"
+             + extra_head,
+             "|---|---|---|---|---|---|---|---|" + ("---|---|" if a.box_shift else "")]
+
+    def shift_cells(name: str, seg) -> str:
+        """Dice with the shifted boxes and its paired p against ours (empty without --box-shift)."""
+        if shift_boxes is None:
+            return ""
+        masks = seg([s["image"] for s in test], shift_boxes)
+        shifted[name] = np.array([segmentation_metrics(m, s["mask"])["dice"]
+                                  for m, s in zip(masks, test)])
+        ref = shifted.get("ours")
+        p = (paired_ttest(shifted[name], ref)["p"]
+             if ref is not None and name != "ours" else float("nan"))
+        return f" {100 * shifted[name].mean():.2f} | {p:.2g} |"
+
     unknown = [n for n in a.variants.split(",") if n not in VARIANTS]
     if unknown:
         print(f"flip2d_ablation: unknown variant(s) {unknown}; choose from: {', '.join(VARIANTS)}",
@@ -119,10 +147,11 @@ def main(argv: list[str] | None = None) -> int:
         r = results[name]
         pd = paired_ttest(r["dice"], ref["dice"])["p"] if ref is not None and name != "ours" else float("nan")
         ph = paired_ttest(r["hd"], ref["hd"])["p"] if ref is not None and name != "ours" else float("nan")
+        cells = shift_cells(name, lambda ims, bxs, m=model: [x.mask for x in m.segment_many(ims, bxs)])
         lines.append(
             f"| {name} | {100 * r['dice'].mean():.2f}±{100 * r['dice'].std(ddof=1):.2f} | "
             f"{100 * r['jaccard'].mean():.2f} | {r['hd'].mean():.2f} | {r['asd'].mean():.2f} | "
-            f"{pd:.2g} | {ph:.2g} | {minutes:.1f} |"
+            f"{pd:.2g} | {ph:.2g} | {minutes:.1f} |" + cells
         )
         print(lines[-1], flush=True)
         Path(a.out).mkdir(parents=True, exist_ok=True)
@@ -133,10 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     ref = results.get("ours")
     pd = paired_ttest(r["dice"], ref["dice"])["p"] if ref is not None else float("nan")
     ph = paired_ttest(r["hd"], ref["hd"])["p"] if ref is not None else float("nan")
+    cells = shift_cells("inscribed ellipse", ell.segment_many)
     lines.append(
         f"| inscribed ellipse (floor, no training) | {100 * r['dice'].mean():.2f}±"
         f"{100 * r['dice'].std(ddof=1):.2f} | {100 * r['jaccard'].mean():.2f} | "
-        f"{r['hd'].mean():.2f} | {r['asd'].mean():.2f} | {pd:.2g} | {ph:.2g} | 0 |"
+        f"{r['hd'].mean():.2f} | {r['asd'].mean():.2f} | {pd:.2g} | {ph:.2g} | 0 |" + cells
     )
     text = "\n".join(lines)
     print(text)

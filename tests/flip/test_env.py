@@ -219,3 +219,34 @@ def test_env_masks_apply_the_prior_fusion_switch():
 
     ell = inscribed_ellipse(img, box)
     assert compute_dice(masks[0.9], ell) > compute_dice(masks[0.0], ell)
+
+
+def test_reward_radius_is_measured_in_the_annotated_box():
+    cfg = FlipConfig(agents=2, use_csr=False)
+    img, disc = _image(0)
+    tight = Box.from_mask(disc)
+    source = np.full(tight.shape, 150.0, np.float32)
+    same = prepare_episode(img, tight, source, cfg, 40, seed=0, reward_box=tight)
+    # the annotated box is the box itself: the same radii as the state's
+    np.testing.assert_allclose(same.reward_radius, same.radius, atol=0.05)
+    loose = Box.from_lo_hi([tight.lo[0] - 10, tight.lo[1] - 10], [tight.hi[0] + 10, tight.hi[1] + 10])
+    ep = prepare_episode(img, loose, np.full(loose.shape, 150.0, np.float32), cfg, 40, seed=0,
+                         reward_box=tight)
+    # in a loose box a superpixel sits further out of the tight box than of its own box
+    assert np.all(ep.reward_radius >= ep.radius - 0.05)
+    assert ep.reward_radius.max() > ep.radius.max() + 0.2
+    # the prior reward reads reward_radius: erasing an outer superpixel of the loose box
+    # that is inside its own ellipse but outside the tight one costs the prior's -1
+    k = int(np.argmax(np.where(ep.radius < 1.0, ep.reward_radius, -np.inf)))
+    assert ep.radius[k] < 1.0 < ep.reward_radius[k]
+    env = VecErasingEnv([ep], cfg.with_overrides(use_idr2=False, erase_cost=0.0, agents=2),
+                        _scorer, compute_rewards=True)
+    loose_env = VecErasingEnv([prepare_episode(img, loose, np.full(loose.shape, 150.0, np.float32),
+                                               cfg, 40, seed=0)],
+                              cfg.with_overrides(use_idr2=False, erase_cost=0.0, agents=2),
+                              _scorer, compute_rewards=True)
+    for e in (env, loose_env):
+        e.agent_sp[0, 0, 0] = k  # agent 0 visits superpixel k first
+    r_tight, _ = env.step(np.array([[1, 0]]))
+    r_loose, _ = loose_env.step(np.array([[1, 0]]))
+    assert r_tight[0, 0] == -1.0 and r_loose[0, 0] >= 1.0

@@ -142,6 +142,16 @@ class FlipConfig:
     zero case for a continuous score); 0 = the sign of any change, as printed."""
     theta: float = 25.0
     """IDR1 threshold on the Wasserstein-1 distance (0-255 intensity scale)."""
+    train_box_shift: int = 0
+    """Box jitter in training (our addition; 0 = off): with probability
+    ``train_box_shift_prob`` an episode's box has every edge moved 0 to this many pixels
+    (voxels), inwards or outwards, as the box-shift protocol does (:func:`flipseg.boxes.
+    shift_box`). The agents see the jittered box; the box-prior reward keeps the annotated
+    tight box, so they learn to find the lesion in a loose box rather than to erase in
+    proportion to it. One jittered box per training box and level (drawn from ``seed``),
+    so the superpixel cache still holds."""
+    train_box_shift_prob: float = 0.5
+    """Fraction of training episodes whose box is jittered (``train_box_shift``)."""
     reward_attribution: str = "per_agent"
     """``per_agent``: each agent's reward measures its own action applied alone to the
     previous state (one extra classifier call per agent); ``joint``: all agents share the
@@ -265,6 +275,8 @@ class FlipConfig:
             "prior_radius": self.prior_radius > 0,
             "prior_core": 0 <= self.prior_core <= self.prior_radius,
             "erase_cost": self.erase_cost >= 0,
+            "train_box_shift": self.train_box_shift >= 0,
+            "train_box_shift_prob": 0.0 <= self.train_box_shift_prob <= 1.0,
             "smooth": 0.0 <= self.smooth < 0.5,
             "prior_fusion": 0.0 <= self.prior_fusion < 1.0,
             "prior_fusion_sigma": 0.0 < self.prior_fusion_sigma <= 0.5,

@@ -80,6 +80,9 @@ class Episode:
     gt_total: float = 0.0  # gt pixels in the canvas
     level: int = 0
     extra: dict = field(default_factory=dict)
+    #: (N,) elliptical radius of each centroid in the *annotated* box, for the box-prior
+    #: reward, when training on a jittered box (``train_box_shift``); None: ``radius``
+    reward_radius: np.ndarray | None = None
 
 
 def _standard_scale(box: Box, cfg: FlipConfig) -> float:
@@ -115,6 +118,7 @@ def prepare_episode(
     case_id: str = "",
     gt_mask: np.ndarray | None = None,
     seed: int = 0,
+    reward_box: Box | None = None,
 ) -> Episode:
     """Standardise a box, compute its superpixels and agent sectors.
 
@@ -125,6 +129,8 @@ def prepare_episode(
     source_patch : array of ``box.shape``, the eraser source
     n_segments : superpixel count of the current curriculum level
     gt_mask : optional ground-truth mask of ``image.shape`` for the Dice curve
+    reward_box : training on a jittered ``box``: the annotated box, whose inscribed
+        ellipse the box-prior reward keeps using
     """
     nd = image.ndim
     box = box.clip(image.shape)
@@ -160,6 +166,13 @@ def prepare_episode(
     mean_rel = (means - orig[bsl].mean()) / 64.0
     half = np.maximum(np.array(inner.shape, float) / 2.0, 0.5)
     radius = np.sqrt((((cent - center) / half) ** 2).sum(1))
+    reward_radius = None
+    if reward_box is not None:
+        # centroids in image pixels, then their elliptical radius in the annotated box
+        cent_img = np.array(view.lo, float) + (cent + np.array(box_lo, float) + 0.5) / scale - 0.5
+        r_center = (np.array(reward_box.lo, float) + np.array(reward_box.hi, float) - 1) / 2.0
+        r_half = np.maximum(np.array(reward_box.shape, float) / 2.0, 0.5)
+        reward_radius = np.sqrt((((cent_img - r_center) / r_half) ** 2).sum(1))
     ring = labels < 0
     ring_mean = orig[ring].mean() if ring.any() else orig[bsl].mean()
     ring_rel = (means - ring_mean) / 64.0
@@ -215,6 +228,7 @@ def prepare_episode(
         gt_overlap=gt_overlap,
         gt_total=gt_total,
         level=n_segments,
+        reward_radius=reward_radius,
     )
 
 
@@ -364,6 +378,7 @@ class VecErasingEnv:
         self.dist = np.zeros((E, nmax + 1), np.float32)
         self.mean_rel = np.zeros((E, nmax + 1), np.float32)
         self.radius = np.zeros((E, nmax + 1), np.float32)
+        self.reward_radius = np.zeros((E, nmax + 1), np.float32)
         self.ring_rel = np.zeros((E, nmax + 1), np.float32)
         self.areas = np.zeros((E, nmax + 1), np.float64)
         self.cent = np.zeros((E, nmax + 1, self.nd), np.int64)
@@ -377,6 +392,7 @@ class VecErasingEnv:
             self.dist[e, :n] = ep.dist
             self.mean_rel[e, :n] = ep.mean_rel
             self.radius[e, :n] = ep.radius
+            self.reward_radius[e, :n] = ep.radius if ep.reward_radius is None else ep.reward_radius
             self.ring_rel[e, :n] = ep.ring_rel
             self.areas[e, :n] = ep.areas
             self.cent[e, :n] = ep.state_centroids + self.pad
@@ -566,7 +582,7 @@ class VecErasingEnv:
             )
             if cfg.use_prior:
                 step_sign = np.where(new_val, 1.0, -1.0) * changed  # [E, K]
-                pr = prior_reward(self.radius[rows, sp], step_sign, cfg.prior_radius, cfg.prior_core)
+                pr = prior_reward(self.reward_radius[rows, sp], step_sign, cfg.prior_radius, cfg.prior_core)
                 r = r + np.sign(pr.sum(1))
             r = r - cfg.erase_cost * (np.where(new_val, 1.0, -1.0) * changed).sum(1)
             any_change = changed.any(1)
@@ -593,7 +609,7 @@ class VecErasingEnv:
             csr_tolerance=cfg.csr_tolerance,
         )
         if cfg.use_prior:
-            r = r + prior_reward(self.radius[rows, sp], sign, cfg.prior_radius, cfg.prior_core)
+            r = r + prior_reward(self.reward_radius[rows, sp], sign, cfg.prior_radius, cfg.prior_core)
         r = r - cfg.erase_cost * sign
         return np.where(changed, r, 0.0).astype(np.float32)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from flipseg.boxes import Box, shift_box
 from flipseg.io_utils import atomic_save, atomic_write_text
 from flipseg.methods.flip.agent import DQNAgent, state_channels
 from flipseg.methods.flip.config import FlipConfig
@@ -31,6 +33,7 @@ from flipseg.methods.flip.env import (
     prepare_episode,
 )
 from flipseg.methods.flip.replay import PrioritizedReplay
+from flipseg.resize import resize
 
 __all__ = ["BoxCase", "FlipTrainer", "CHECKPOINT", "MODEL_FILE"]
 
@@ -48,6 +51,25 @@ class BoxCase:
     source: np.ndarray
     mask: np.ndarray | None = None
     episodes: dict[int, Episode] = field(default_factory=dict)
+
+
+def jittered_box(case: BoxCase, cfg: FlipConfig) -> tuple[Box, np.ndarray, Box | None]:
+    """The box an episode of ``case`` is trained on (``cfg.train_box_shift``).
+
+    Returns the box, its eraser source (the case's, resized to a jittered box) and the
+    box the prior reward uses (None: the box itself). The draw depends only on the seed
+    and the case id, so every curriculum level (and a resumed run) sees the same box.
+    """
+    if cfg.train_box_shift <= 0 or cfg.train_box_shift_prob <= 0:
+        return case.box, case.source, None
+    rng = np.random.default_rng([cfg.seed, zlib.crc32(case.case_id.encode())])
+    if rng.random() >= cfg.train_box_shift_prob:
+        return case.box, case.source, None
+    box = shift_box(case.box, case.image.shape, (0, cfg.train_box_shift), rng)
+    if box == case.box:
+        return case.box, case.source, None
+    source = resize(np.asarray(case.source, np.float32), box.shape)
+    return box, source, case.box
 
 
 class FlipTrainer:
@@ -126,9 +148,10 @@ class FlipTrainer:
     def episode_for(self, case: BoxCase, n_segments: int) -> Episode:
         n = scaled_level(self.cfg, n_segments, case.box.shape)
         if n not in case.episodes:
+            box, source, reward_box = jittered_box(case, self.cfg)
             case.episodes[n] = prepare_episode(
-                case.image, case.box, case.source, self.cfg, n, case_id=case.case_id,
-                gt_mask=case.mask, seed=self.cfg.seed,
+                case.image, box, source, self.cfg, n, case_id=case.case_id,
+                gt_mask=case.mask, seed=self.cfg.seed, reward_box=reward_box,
             )
         return case.episodes[n]
 
