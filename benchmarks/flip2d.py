@@ -7,9 +7,10 @@ Tables printed (markdown):
 1. BUS-BRA fold 5 test and BUSI lesions (external), tight boxes: Dice, JAC, HD,
    ASD (mean±std) for flip, flip-grabcut (Flip masks refined by GrabCut),
    flip-nofusion (the agents' mask without the ellipse-prior fusion), ellipse,
-   box, grabcut; paired t-tests of the Flip rows against the ellipse (the floor)
-   and GrabCut (the strongest classic baseline). Finished methods are read back
-   from ``--out``, so an interrupted run resumes.
+   box, grabcut and, with a box refiner, flip+refine and ellipse+refine (the boxes
+   tightened first, ``--refine-box``); paired t-tests of the Flip rows against the
+   ellipse (the floor) and GrabCut (the strongest classic baseline). Finished
+   methods are read back from ``--out``, so an interrupted run resumes.
 2. The same with 0-10 px box shifts (3 seeded repeats per box).
 3. Speed: seconds per image amortised over a batch, and against the superpixel count.
 4. Training time of the model's run (from its logs), when the run folder is given.
@@ -37,10 +38,21 @@ register_all()  # the "flip", "flip2d-slices", "boxinst" segmenters
 METRICS = ("dice", "jaccard", "hd", "asd")
 #: Flip, Flip refined by GrabCut (ours), and the floors/baselines beside them.
 METHODS = ("flip", "flip-grabcut", "flip-nofusion", "ellipse", "box", "grabcut")
+#: With a box refiner (``--refiner``): Flip and the ellipse on the refined boxes.
+REFINED = ("flip+refine", "ellipse+refine")
+#: Paired t-tests printed: method -> references.
+TESTS = {"flip": ("ellipse", "grabcut", "flip-nofusion"), "flip-grabcut": ("ellipse", "grabcut"),
+         "flip-nofusion": ("ellipse", "grabcut"),
+         "flip+refine": ("ellipse", "ellipse+refine", "flip")}
 
 
-def _segmenter(name: str, model: str | None):
-    """``flip-nofusion`` is Flip with the ellipse-prior fusion switched off (the papers' output)."""
+def _segmenter(name: str, model: str | None, refiner: str | None = None):
+    """``flip-nofusion`` is Flip with the ellipse-prior fusion switched off (the papers' output);
+    ``<method>+refine`` runs the method on the boxes the refiner tightened."""
+    if name.endswith("+refine"):
+        from flipseg.methods.boxrefine.model import RefinedBoxSegmenter, load_refiner
+
+        return RefinedBoxSegmenter(_segmenter(name[: -len("+refine")], model), load_refiner(refiner))
     opts: dict = {"model": model} if model and name.startswith("flip") else {}
     if name == "flip-nofusion":
         return get_segmenter("flip", prior_fusion=0.0, **opts)
@@ -66,23 +78,26 @@ def _per_case(path: Path) -> dict[str, dict[str, float]]:
 
 
 def quality(model: str | None, datasets: list[str], shift: str | None, limit: int | None,
-            out: Path) -> str:
+            out: Path, refiner: str | None = None, only: list[str] | None = None) -> str:
+    methods = METHODS + (REFINED if refiner else ())
+    if only:
+        methods = tuple(m for m in methods if m in only)
     lines = []
     for ds in datasets:
         cases = _cases(ds, limit)
         d = out / ds / (shift or "tight")
         # a method whose summary is already under --out is read back (the run resumes)
-        todo = [m for m in METHODS if not (d / m / "summary.json").exists()]
+        todo = [m for m in methods if not (d / m / "summary.json").exists()]
         for m in todo:  # one method per call: each writes d/<method>/
-            seg = _segmenter(m, model)
+            seg = _segmenter(m, model, refiner)
             evaluate_methods(cases, {m: seg}, dataset=ds, out_dir=d / m, box_shift=shift,
                              progress=True, batch_size=64)
-        summaries = [json.loads((d / m / "summary.json").read_text()) for m in METHODS]
+        summaries = [json.loads((d / m / "summary.json").read_text()) for m in methods]
         title = f"### {ds}: {'tight boxes' if not shift else f'box shift {shift} px (3 repeats)'}"
         lines += [title, format_table(summaries, METRICS)]
-        pc = {m: _per_case(d / m / "cases.csv") for m in METHODS}
-        for meth in ("flip", "flip-grabcut", "flip-nofusion"):
-            for ref in ("ellipse", "grabcut") + (("flip-nofusion",) if meth == "flip" else ()):
+        pc = {m: _per_case(d / m / "cases.csv") for m in methods}
+        for meth in (m for m in TESTS if m in methods):
+            for ref in (r for r in TESTS[meth] if r in methods):
                 common = sorted(set(pc[meth]) & set(pc[ref]))
                 lines.append(f"| {meth} vs {ref} | mean diff | t | p |\n|---|---|---|---|")
                 for m in METRICS:
@@ -151,12 +166,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--speed-images", type=int, default=64)
     ap.add_argument("--speed-levels", default="50,100,200,400,1000,2000")
+    ap.add_argument("--refiner", default="default",
+                    help="box refiner for the +refine rows: default (the shipped one, when "
+                         "present), a `flipseg train box-refiner` run, or none")
+    ap.add_argument("--methods", default=None,
+                    help="comma-separated subset of the rows (default: all), e.g. for a quicker "
+                         "shifted-box table")
     ap.add_argument("--out", default="runs/bench_flip2d")
     a = ap.parse_args(argv)
+    from flipseg.methods.boxrefine.model import default_model_path as refiner_path
+
+    refiner = None if a.refiner == "none" or (
+        a.refiner == "default" and not refiner_path().exists()) else a.refiner
     out = Path(a.out)
     parts = []
     for sh in a.shifts.split(","):
-        parts.append(quality(a.model, a.datasets.split(","), None if sh == "0" else sh, a.limit, out))
+        parts.append(quality(a.model, a.datasets.split(","), None if sh == "0" else sh, a.limit, out,
+                             refiner, a.methods.split(",") if a.methods else None))
         print(parts[-1], flush=True)
     if not a.skip_speed:
         parts.append(speed(a.model, a.speed_images, [int(v) for v in a.speed_levels.split(",")]))

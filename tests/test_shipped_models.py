@@ -84,3 +84,19 @@ def test_shipped_2d_model_erases_400_superpixels_and_the_segmenter_can_change_it
     coarse = FlipSegmenter(segments=100)
     assert coarse.model.cfg.inference_segments == 100
     assert any((a != b).any() for a, b in zip(default, coarse.segment_many(ims, bxs)))
+
+
+def test_shipped_box_refiner_tightens_shifted_boxes_of_the_samples():
+    from flipseg.boxes import shifted_boxes
+    from flipseg.methods.boxrefine.model import edge_error, load_refiner
+
+    refiner = load_refiner(None)
+    cases = load_dataset("samples")
+    ims = [c["image"] for c in cases]
+    tight = [c["box"] for c in cases]
+    rough = [b for i, (im, t) in enumerate(zip(ims, tight))
+             for b in shifted_boxes(t, im.shape, "0-10", repeats=2, seed=i)]
+    ims2 = [im for im in ims for _ in range(2)]
+    tight2 = [t for t in tight for _ in range(2)]
+    refined = refiner.refine_many(ims2, rough)
+    assert edge_error(refined, tight2) < 0.8 * edge_error(rough, tight2)

@@ -25,10 +25,12 @@ _FORMAT_METHODS: dict[str, tuple[str | None, str]] = {
     "flipseg-lanet-1": (None, "a LA-Net classifier: use `flipseg classify --model`"),
     "flipseg-cam-classifier-1": (None, "a CAM classifier, not a segmenter"),
     "flipseg-classifier-1": (None, "a Flip classifier, not a segmenter"),
+    "flipseg-boxrefine-1": (None, "a box refiner: use it with --refine-box"),
 }
 #: File name of each recipe's bundle inside its run folder.
 _RUN_FILES = ("flip_model.pt", "boxinst_model.pt", "pseudo_model.pt", "hybrid_model.pt",
-              "cam_mt_model.pt", "mean_teacher/cam_mt_model.pt", "lanet_model.pt")
+              "cam_mt_model.pt", "mean_teacher/cam_mt_model.pt", "lanet_model.pt",
+              "boxrefine_model.pt")
 
 
 def locate(path: str | Path, file_names: Sequence[str], what: str) -> Path:

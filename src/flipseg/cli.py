@@ -33,6 +33,12 @@ def _add_data_args(p: argparse.ArgumentParser, *, default: str | None = None) ->
                    help="dataset option, e.g. --data-opt n=4 --data-opt shape=24,48,48 (phantoms)")
 
 
+def _add_refine_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--refine-box", nargs="?", const="default", default=None, metavar="MODEL",
+                   help="tighten each box with a box refiner before segmenting (2D, box-prompted "
+                        "methods): the shipped one, or a `flipseg train box-refiner` run")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flipseg", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -48,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="two methods with paired t-tests")
     p.add_argument("--box-shift", default=None, help="box shift level: 0-10, 10-20 or 20-30")
     p.add_argument("--repeats", type=int, default=3, help="shifted copies per box")
+    _add_refine_arg(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--no-progress", action="store_true")
@@ -60,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", default=None, help="image or volume file")
     p.add_argument("--box", default=None, help="x0,y0,x1,y1 (2D) or x0,y0,x1,y1,z0,z1 (3D)")
     p.add_argument("--mask", default=None, help="optional ground-truth mask (adds Dice to curves)")
+    _add_refine_arg(p)
     _add_data_args(p)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0)
@@ -101,6 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--val-cases", type=int, default=64,
                    help="held-out boxes (their masks, when known, give the validation Dice)")
     b.add_argument("--no-progress", action="store_true")
+    r = tsub.add_parser("box-refiner", help="box refiner: learns to tighten rough boxes (for "
+                        "--refine-box), from boxes only")
+    _add_data_args(r, default="bus-bra")
+    r.add_argument("--out", required=True, help="run folder (re-run the command to resume)")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one BoxRefineConfig field, e.g. --set epochs=10")
+    r.add_argument("--val-cases", type=int, default=64,
+                   help="held-out boxes, shifted, for the validation edge error")
+    r.add_argument("--no-progress", action="store_true")
     from flipseg.methods.cam_mt.cli import add_cam_mt_parser
     from flipseg.methods.hybrid.cli import add_hybrid_parser
     from flipseg.methods.lanet.cli import add_lanet_parser
