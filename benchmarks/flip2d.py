@@ -39,11 +39,12 @@ METRICS = ("dice", "jaccard", "hd", "asd")
 #: Flip, Flip refined by GrabCut (ours), and the floors/baselines beside them.
 METHODS = ("flip", "flip-grabcut", "flip-nofusion", "ellipse", "box", "grabcut")
 #: With a box refiner (``--refiner``): Flip and the ellipse on the refined boxes.
-REFINED = ("flip+refine", "ellipse+refine")
+REFINED = ("flip+refine", "flip-grabcut+refine", "ellipse+refine")
 #: Paired t-tests printed: method -> references.
 TESTS = {"flip": ("ellipse", "grabcut", "flip-nofusion"), "flip-grabcut": ("ellipse", "grabcut"),
          "flip-nofusion": ("ellipse", "grabcut"),
-         "flip+refine": ("ellipse", "ellipse+refine", "flip")}
+         "flip+refine": ("ellipse", "ellipse+refine", "flip"),
+         "flip-grabcut+refine": ("ellipse+refine", "flip+refine")}
 
 
 def _segmenter(name: str, model: str | None, refiner: str | None = None):
