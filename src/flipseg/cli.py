@@ -39,6 +39,19 @@ def _add_refine_arg(p: argparse.ArgumentParser) -> None:
                         "methods): the shipped one, or a `flipseg train box-refiner` run")
 
 
+def _add_box_recipe(tsub: Any, name: str, help_text: str, config_name: str, example: str,
+                    val_help: str) -> None:
+    """A ``flipseg train`` recipe that learns from the boxes of a 2D dataset (boxinst,
+    box-refiner): dataset options, ``--out``, ``--set``, ``--val-cases``."""
+    r = tsub.add_parser(name, help=help_text)
+    _add_data_args(r, default="bus-bra")
+    r.add_argument("--out", required=True, help="run folder (re-run the command to resume)")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"override one {config_name} field, e.g. {example}")
+    r.add_argument("--val-cases", type=int, default=64, help=val_help)
+    r.add_argument("--no-progress", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flipseg", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -101,23 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--classifier-network", default=None, help="compact or resnet18")
     t.add_argument("--val-cases", type=int, default=64, help="held-out boxes for validation")
     t.add_argument("--no-progress", action="store_true")
-    b = tsub.add_parser("boxinst", help="box-supervised U-Net (BoxInst projection + pairwise losses)")
-    _add_data_args(b, default="bus-bra")
-    b.add_argument("--out", required=True, help="run folder (re-run the command to resume)")
-    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one BoxInstConfig field, e.g. --set epochs=10 --set crop_size=64")
-    b.add_argument("--val-cases", type=int, default=64,
-                   help="held-out boxes (their masks, when known, give the validation Dice)")
-    b.add_argument("--no-progress", action="store_true")
-    r = tsub.add_parser("box-refiner", help="box refiner: learns to tighten rough boxes (for "
-                        "--refine-box), from boxes only")
-    _add_data_args(r, default="bus-bra")
-    r.add_argument("--out", required=True, help="run folder (re-run the command to resume)")
-    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one BoxRefineConfig field, e.g. --set epochs=10")
-    r.add_argument("--val-cases", type=int, default=64,
-                   help="held-out boxes, shifted, for the validation edge error")
-    r.add_argument("--no-progress", action="store_true")
+    _add_box_recipe(tsub, "boxinst", "box-supervised U-Net (BoxInst projection + pairwise losses)",
+                    "BoxInstConfig", "--set epochs=10 --set crop_size=64",
+                    "held-out boxes (their masks, when known, give the validation Dice)")
+    _add_box_recipe(tsub, "box-refiner", "box refiner: learns to tighten rough boxes (for "
+                    "--refine-box), from boxes only", "BoxRefineConfig", "--set epochs=10",
+                    "held-out boxes, shifted, for the validation edge error")
     from flipseg.methods.cam_mt.cli import add_cam_mt_parser
     from flipseg.methods.hybrid.cli import add_hybrid_parser
     from flipseg.methods.lanet.cli import add_lanet_parser

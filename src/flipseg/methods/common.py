@@ -294,3 +294,55 @@ def load_recipe_samples(
     if args.limit is not None:
         samples, val = samples[: args.limit], val[: args.limit]
     return part, samples, val
+
+
+def run_box_recipe(args: argparse.Namespace, cfg_cls: type[C], word: str, what: str,
+                   train: Callable[..., Path]) -> int:
+    """``flipseg train boxinst`` / ``box-refiner``: recipes that learn from the boxes of a 2D
+    dataset.
+
+    Reads the cases (``--fold``: its training part), keeps those with a box, holds out
+    ``--val-cases`` of them by patient, resumes the run folder's configuration unless
+    ``--set`` is given, writes ``data.json`` and calls ``train(train, val, cfg, out,
+    progress=...)``.
+
+    Parameters
+    ----------
+    args
+        Parsed arguments of the recipe.
+    cfg_cls
+        Its configuration class; ``word`` names the recipe in messages and ``--set``
+        errors, ``what`` in the progress line (e.g. ``"the box refiner"``).
+    """
+    import numpy as np
+
+    from flipseg.commands import load_cases
+    from flipseg.data.splits import split_by_patient
+    from flipseg.io_utils import atomic_write_text
+    from flipseg.methods.flip.pipeline import parse_overrides
+
+    args.part = args.part or ("train" if args.fold is not None else "all")
+    samples, errors, dataset = load_cases(args)
+    for err in errors:
+        print(f"skipped case {err[0]}: {err[1]}")
+    samples = [s for s in samples if s.get("box") is not None]
+    if samples and np.ndim(samples[0]["image"]) != 2:
+        raise FlipsegError(f"{word} trains on 2D images; dataset {dataset!r} holds volumes")
+    if len(samples) < 4:
+        raise FlipsegError(f"need at least 4 boxes to train, dataset {dataset!r} has {len(samples)}")
+    saved = Path(args.out) / "config.json"
+    if saved.exists() and not args.set:
+        cfg = cfg_cls.from_dict(json.loads(saved.read_text()))  # type: ignore[attr-defined]
+    else:
+        cfg = cfg_cls(**parse_overrides(args.set, cfg_cls, word))
+    n_val = min(args.val_cases, max(1, len(samples) // 10))
+    train_s, val_s = split_by_patient(samples, (1 - n_val / len(samples), n_val / len(samples)),
+                                      seed=cfg.seed)  # type: ignore[attr-defined]
+    atomic_write_text(Path(args.out) / "data.json", json.dumps(
+        {"dataset": dataset, "fold": args.fold, "part": args.part, "n_train": len(train_s),
+         "n_val": len(val_s)}, indent=2))
+    print(f"training {what} on {len(train_s)} boxes ({len(val_s)} held out) -> {args.out}")
+    path = train(train_s, val_s, cfg, args.out, progress=not args.no_progress)
+    print(f"model written to {path}")
+    return 0
+

@@ -24,6 +24,7 @@ from flipseg.io_utils import atomic_save, atomic_write_text
 
 __all__ = [
     "LOG_FILE",
+    "NetworkBundle",
     "cpu_state",
     "final_model",
     "load_checkpoint",
@@ -184,3 +185,41 @@ def final_model(path: Path, make_bundle: Callable[[], dict[str, Any]]) -> Path:
     if not path.exists():
         save_torch(path, make_bundle())
     return path
+
+
+class NetworkBundle:
+    """A trained network with its configuration, saved as one bundle file.
+
+    Subclasses set ``format`` (the bundle tag), ``file_name`` (the bundle's name in a
+    run folder), ``what`` (words for messages), ``config_class`` and :meth:`build`
+    (the untrained network of a configuration); ``load`` and ``bundle`` are shared.
+    """
+
+    format: str = ""
+    file_name: str = ""
+    what: str = "model"
+    config_class: Any = None
+
+    def __init__(self, cfg: Any, state_dict: Mapping[str, torch.Tensor] | None = None) -> None:
+        self.cfg = cfg
+        self.net = self.build(cfg)
+        if state_dict is not None:
+            self.net.load_state_dict(state_dict)
+        self.net.eval()
+
+    def build(self, cfg: Any) -> torch.nn.Module:
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, path: str | Path) -> Any:
+        """The bundle at ``path`` (a file, or a run folder holding ``file_name``)."""
+        from flipseg.bundles import read_bundle
+
+        bundle = read_bundle(path, cls.file_name, cls.format, cls.what)
+        return cls(cls.config_class.from_dict(bundle["config"]), bundle["state_dict"])
+
+    def bundle(self) -> dict[str, Any]:
+        """What :meth:`load` reads back: format tag, configuration, CPU weights."""
+        return {"format": self.format, "config": self.cfg.to_dict(),
+                "state_dict": cpu_state(self.net.state_dict())}
+

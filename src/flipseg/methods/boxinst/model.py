@@ -13,7 +13,6 @@ resumes), ``train_log.csv`` and the inference bundle ``boxinst_model.pt``.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -26,12 +25,17 @@ from scipy import ndimage
 from tqdm.auto import tqdm
 
 from flipseg.boxes import Box
-from flipseg.bundles import read_bundle
 from flipseg.errors import FlipsegError
-from flipseg.io_utils import atomic_write_text
 from flipseg.methods.boxinst.losses import pairwise_loss, projection_loss
 from flipseg.methods.common import RecipeConfig
-from flipseg.methods.training import cpu_state, final_model, load_states, open_run, save_epoch, set_threads
+from flipseg.methods.training import (
+    NetworkBundle,
+    final_model,
+    load_states,
+    open_run,
+    save_epoch,
+    set_threads,
+)
 from flipseg.methods.whole_image import clean_mask, normalize_intensity
 from flipseg.metrics import compute_dice
 from flipseg.networks.unet import build_unet
@@ -140,24 +144,13 @@ def _postprocess(mask: np.ndarray, cfg: BoxInstConfig) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- model
-class BoxInstModel:
+class BoxInstModel(NetworkBundle):
     """A trained box-supervised U-Net: configuration and weights."""
 
-    def __init__(self, cfg: BoxInstConfig, state_dict: dict | None = None) -> None:
-        self.cfg = cfg
-        self.net = build_unet(2, 1, 1, cfg.channels)
-        if state_dict is not None:
-            self.net.load_state_dict(state_dict)
-        self.net.eval()
+    format, file_name, what, config_class = _FORMAT, MODEL_FILE, "boxinst model", BoxInstConfig
 
-    @classmethod
-    def load(cls, path: str | Path) -> "BoxInstModel":
-        bundle = read_bundle(path, MODEL_FILE, _FORMAT, "boxinst model")
-        return cls(BoxInstConfig.from_dict(bundle["config"]), bundle["state_dict"])
-
-    def bundle(self) -> dict[str, Any]:
-        return {"format": _FORMAT, "config": self.cfg.to_dict(),
-                "state_dict": cpu_state(self.net.state_dict())}
+    def build(self, cfg: BoxInstConfig) -> torch.nn.Module:
+        return build_unet(2, 1, 1, cfg.channels)
 
     @torch.no_grad()
     def segment_many(
@@ -305,31 +298,6 @@ def train_boxinst(
 
 def train_boxinst_cli(args: Any) -> int:
     """``flipseg train boxinst``: data from the usual dataset options."""
-    from flipseg.commands import load_cases
-    from flipseg.data.splits import split_by_patient
-    from flipseg.methods.flip.pipeline import parse_overrides
+    from flipseg.methods.common import run_box_recipe
 
-    args.part = args.part or ("train" if args.fold is not None else "all")
-    samples, errors, dataset = load_cases(args)
-    for err in errors:
-        print(f"skipped case {err[0]}: {err[1]}")
-    samples = [s for s in samples if s.get("box") is not None]
-    if samples and np.ndim(samples[0]["image"]) != 2:
-        raise FlipsegError(f"boxinst trains on 2D images; dataset {dataset!r} holds volumes")
-    if len(samples) < 4:
-        raise FlipsegError(f"need at least 4 boxes to train, dataset {dataset!r} has {len(samples)}")
-    saved = Path(args.out) / "config.json"
-    if saved.exists() and not args.set:
-        cfg = BoxInstConfig.from_dict(json.loads(saved.read_text()))
-    else:
-        cfg = BoxInstConfig(**parse_overrides(args.set, BoxInstConfig, "boxinst"))
-    n_val = min(args.val_cases, max(1, len(samples) // 10))
-    train_s, val_s = split_by_patient(samples, (1 - n_val / len(samples), n_val / len(samples)),
-                                      seed=cfg.seed)
-    atomic_write_text(Path(args.out) / "data.json", json.dumps(
-        {"dataset": dataset, "fold": args.fold, "part": args.part, "n_train": len(train_s),
-         "n_val": len(val_s)}, indent=2))
-    print(f"training boxinst on {len(train_s)} boxes ({len(val_s)} held out) -> {args.out}")
-    path = train_boxinst(train_s, val_s, cfg, args.out, progress=not args.no_progress)
-    print(f"model written to {path}")
-    return 0
+    return run_box_recipe(args, BoxInstConfig, "boxinst", "boxinst", train_boxinst)

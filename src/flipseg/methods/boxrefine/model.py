@@ -18,7 +18,6 @@ after refinement) and the bundle ``boxrefine_model.pt``.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -30,11 +29,16 @@ import torch
 from tqdm.auto import tqdm
 
 from flipseg.boxes import Box, shift_box
-from flipseg.bundles import read_bundle
 from flipseg.errors import FlipsegError
-from flipseg.io_utils import atomic_write_text
 from flipseg.methods.common import RecipeConfig
-from flipseg.methods.training import cpu_state, final_model, load_states, open_run, save_epoch, set_threads
+from flipseg.methods.training import (
+    NetworkBundle,
+    final_model,
+    load_states,
+    open_run,
+    save_epoch,
+    set_threads,
+)
 from flipseg.networks.box_regressor import BoxRegressor
 from flipseg.resize import resize
 from flipseg.segmenters import Segmenter
@@ -150,24 +154,13 @@ def edge_error(boxes: Sequence[Box], tight: Sequence[Box]) -> float:
 
 
 # ---------------------------------------------------------------------- model
-class BoxRefiner:
+class BoxRefiner(NetworkBundle):
     """A trained box refiner: configuration and weights."""
 
-    def __init__(self, cfg: BoxRefineConfig, state_dict: dict | None = None) -> None:
-        self.cfg = cfg
-        self.net = BoxRegressor(cfg.input_size, cfg.channels, cfg.hidden, cfg.dropout)
-        if state_dict is not None:
-            self.net.load_state_dict(state_dict)
-        self.net.eval()
+    format, file_name, what, config_class = _FORMAT, MODEL_FILE, "box refiner", BoxRefineConfig
 
-    @classmethod
-    def load(cls, path: str | Path) -> "BoxRefiner":
-        bundle = read_bundle(path, MODEL_FILE, _FORMAT, "box refiner")
-        return cls(BoxRefineConfig.from_dict(bundle["config"]), bundle["state_dict"])
-
-    def bundle(self) -> dict[str, Any]:
-        return {"format": _FORMAT, "config": self.cfg.to_dict(),
-                "state_dict": cpu_state(self.net.state_dict())}
+    def build(self, cfg: BoxRefineConfig) -> BoxRegressor:
+        return BoxRegressor(cfg.input_size, cfg.channels, cfg.hidden, cfg.dropout)
 
     @torch.no_grad()
     def refine_many(self, images: Sequence[np.ndarray], boxes: Sequence[Box], *,
@@ -305,31 +298,6 @@ def train_box_refiner(
 
 def train_box_refiner_cli(args: Any) -> int:
     """``flipseg train box-refiner``: data from the usual dataset options."""
-    from flipseg.commands import load_cases
-    from flipseg.data.splits import split_by_patient
-    from flipseg.methods.flip.pipeline import parse_overrides
+    from flipseg.methods.common import run_box_recipe
 
-    args.part = args.part or ("train" if args.fold is not None else "all")
-    samples, errors, dataset = load_cases(args)
-    for err in errors:
-        print(f"skipped case {err[0]}: {err[1]}")
-    samples = [s for s in samples if s.get("box") is not None]
-    if samples and np.ndim(samples[0]["image"]) != 2:
-        raise FlipsegError(f"the box refiner trains on 2D images; dataset {dataset!r} holds volumes")
-    if len(samples) < 4:
-        raise FlipsegError(f"need at least 4 boxes to train, dataset {dataset!r} has {len(samples)}")
-    saved = Path(args.out) / "config.json"
-    if saved.exists() and not args.set:
-        cfg = BoxRefineConfig.from_dict(json.loads(saved.read_text()))
-    else:
-        cfg = BoxRefineConfig(**parse_overrides(args.set, BoxRefineConfig, "box-refiner"))
-    n_val = min(args.val_cases, max(1, len(samples) // 10))
-    train_s, val_s = split_by_patient(samples, (1 - n_val / len(samples), n_val / len(samples)),
-                                      seed=cfg.seed)
-    atomic_write_text(Path(args.out) / "data.json", json.dumps(
-        {"dataset": dataset, "fold": args.fold, "part": args.part, "n_train": len(train_s),
-         "n_val": len(val_s)}, indent=2))
-    print(f"training the box refiner on {len(train_s)} boxes ({len(val_s)} held out) -> {args.out}")
-    path = train_box_refiner(train_s, val_s, cfg, args.out, progress=not args.no_progress)
-    print(f"model written to {path}")
-    return 0
+    return run_box_recipe(args, BoxRefineConfig, "box-refiner", "the box refiner", train_box_refiner)
