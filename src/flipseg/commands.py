@@ -215,7 +215,8 @@ def _write_result(out: Path, case: dict[str, Any], mask: np.ndarray,
     if mask.ndim == 2:
         save_png(out / f"{cid}_mask.png", mask)
         save_png(out / f"{cid}_overlay.png",
-                 overlay(case["image"], mask, gt=case.get("mask"), box=case["box"]))
+                 overlay(case["image"], mask, gt=case.get("mask"), box=case["box"],
+                         given_box=case.get("given_box")))
         if flipped is not None:
             save_png(out / f"{cid}_flipped.png", flipped)
         return

@@ -43,10 +43,12 @@ def overlay(
     *,
     gt: np.ndarray | None = None,
     box: Box | None = None,
+    given_box: Box | None = None,
     alpha: float = 0.25,
 ) -> np.ndarray:
     """RGB uint8 picture of a 2D image with the predicted mask (red fill + contour),
-    the ground truth (green contour) and the box (yellow)."""
+    the ground truth (green contour) and the box (yellow); ``given_box`` (cyan) is the
+    user's box when ``box`` is its refined version (``--refine-box``)."""
     g = to_uint8(image)
     rgb = np.stack([g, g, g], -1).astype(np.float32)
     if mask is not None and mask.any():
@@ -58,8 +60,9 @@ def overlay(
         if m is not None and m.any():
             cnts, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
             cv2.drawContours(rgb, cnts, -1, color, thick)
-    if box is not None:
-        cv2.rectangle(rgb, (box.x0, box.y0), (box.x1 - 1, box.y1 - 1), (250, 220, 0), thick)
+    for b, color in ((given_box, (0, 200, 230)), (box, (250, 220, 0))):
+        if b is not None:
+            cv2.rectangle(rgb, (b.x0, b.y0), (b.x1 - 1, b.y1 - 1), color, thick)
     return rgb
 
 

@@ -122,6 +122,15 @@ def test_box_refiner_from_the_cli(tmp_path, capsys):
                  "--refine-box", str(run), "--out", str(seg_out)]) == 0
     row = json.loads((seg_out / "segment.json").read_text())[0]
     assert row["given_box"] == "10,10,40,40" and "box" in row
+    from flipseg.viz import overlay
+
+    # the overlay draws the given box (cyan) beside the refined one (yellow)
+    pic = overlay(np.zeros((64, 64)), None, box=Box(12, 12, 40, 40), given_box=Box(10, 10, 44, 44))
+    assert (pic[10, 20] == (0, 200, 230)).all() and (pic[12, 20] == (250, 220, 0)).all()
+    import cv2
+
+    saved = cv2.cvtColor(cv2.imread(str(seg_out / "img_overlay.png")), cv2.COLOR_BGR2RGB)
+    assert (saved == (0, 200, 230)).all(-1).any()
     # user mistakes: a refiner that is not there, a flip model given as refiner
     assert main(["evaluate", "--dataset", "phantom2d", "--method", "ellipse", "--refine-box",
                  str(tmp_path / "none"), "--out", str(out)]) == 2
