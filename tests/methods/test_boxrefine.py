@@ -60,6 +60,10 @@ def test_crop_covers_the_margin_and_pads_at_the_border():
     assert crop[:, :14].max() == 0 and crop[:, 18:].min() == pytest.approx(1.0)
     edge = crop_around(img, Box(x0=0, y0=0, x1=10, y1=10), cfg)  # view beyond the image
     assert edge.shape == (32, 32) and np.isfinite(edge).all()
+    dim = crop_around(img * 0.2 + 50, Box(x0=10, y0=10, x1=30, y1=30), cfg)
+    stretched = crop_around(img * 0.2 + 50, Box(x0=10, y0=10, x1=30, y1=30),
+                            BoxRefineConfig(**TINY, margin=0.5, normalize="percentile"))
+    assert dim.max() < 0.5 and stretched.min() == 0.0 and stretched.max() == pytest.approx(1.0)
     with pytest.raises(FlipsegError, match="2D only"):
         crop_around(np.zeros((4, 8, 8)), Box(1, 1, 5, 5, 1, 3), cfg)
     with pytest.raises(FlipsegError, match="input_size"):

@@ -39,6 +39,7 @@ from flipseg.methods.training import (
     save_epoch,
     set_threads,
 )
+from flipseg.methods.whole_image import normalize_intensity
 from flipseg.networks.box_regressor import BoxRegressor
 from flipseg.resize import resize
 from flipseg.segmenters import Segmenter
@@ -87,6 +88,11 @@ class BoxRefineConfig(RecipeConfig):
     """Training: mirror half of the crops left-right (the edge targets swap)."""
     intensity_aug: bool = True
     """Training: random gain (0.8-1.2) and offset (+-0.1) per crop."""
+    normalize: str = "none"
+    """Crop intensities: ``none`` (value / 255) or ``percentile`` (1st-99th percentile of
+    the crop stretched to 0-1, for scanners and gains unlike the training data's)."""
+    gamma_aug: float = 0.0
+    """Training: random gamma in ``[1 / (1 + g), 1 + g]`` per crop (0 = off)."""
     iterations: int = 1
     """Refinement passes at inference (each starts from the previous pass's box)."""
     val_shift: str = "0-10"
@@ -110,6 +116,8 @@ class BoxRefineConfig(RecipeConfig):
             "lr": self.lr > 0,
             "dropout": 0 <= self.dropout < 1,
             "iterations": self.iterations >= 1,
+            "normalize": self.normalize in ("none", "percentile"),
+            "gamma_aug": self.gamma_aug >= 0,
         })
 
 
@@ -126,7 +134,7 @@ def crop_around(image: np.ndarray, box: Box, cfg: BoxRefineConfig) -> np.ndarray
     pad = [(max(0, -lo[a]), max(0, hi[a] - shape[a])) for a in range(2)]
     padded = np.pad(np.asarray(image, np.float32), pad, mode="edge")
     region = padded[lo[0] + pad[0][0] : hi[0] + pad[0][0], lo[1] + pad[1][0] : hi[1] + pad[1][0]]
-    return resize(region, (cfg.input_size, cfg.input_size)) / 255.0
+    return normalize_intensity(resize(region, (cfg.input_size, cfg.input_size)), cfg.normalize)
 
 
 def edge_targets(box: Box, tight: Box) -> np.ndarray:
@@ -229,6 +237,8 @@ def _batch(samples: Sequence[dict[str, Any]], idx: np.ndarray, cfg: BoxRefineCon
         x, y = crop_around(im, box, cfg), edge_targets(box, tight)
         if cfg.hflip and rng.random() < 0.5:  # mirror: left and right edges swap
             x, y = x[:, ::-1], np.array([y[0], -y[3], y[2], -y[1]], np.float32)
+        if cfg.gamma_aug > 0:
+            x = np.clip(x, 0, 1) ** np.exp(rng.uniform(-1, 1) * np.log1p(cfg.gamma_aug))
         if cfg.intensity_aug:
             x = x * rng.uniform(0.8, 1.2) + rng.uniform(-0.1, 0.1)
         xs.append(np.ascontiguousarray(x, np.float32))
