@@ -263,16 +263,13 @@ def _read_one_case(args: argparse.Namespace, needs_box: bool = True) -> dict[str
     return case
 
 
-def _refine_case_boxes(cases: list[dict[str, Any]], model: str, needs_box: bool, dims: int,
+def _refine_case_boxes(cases: list[dict[str, Any]], model: str, needs_box: bool,
                        method: str) -> list[dict[str, Any]]:
     """``segment --refine-box``: each case's box replaced by the refined one (the given box
-    kept as ``given_box``)."""
-    from flipseg.methods.boxrefine.model import load_refiner
+    kept as ``given_box``); a volume is refused by the refiner itself (2D only)."""
+    from flipseg.methods.boxrefine.model import load_refiner, require_box_prompted
 
-    if not needs_box:
-        raise FlipsegError(f"{method} ignores the box; --refine-box is for box-prompted methods")
-    if dims != 2:
-        raise FlipsegError("box refinement is 2D only")
+    require_box_prompted(method, needs_box)
     refined = load_refiner(model).refine_many([c["image"] for c in cases], [c["box"] for c in cases])
     return [{**c, "given_box": c["box"], "box": b} for c, b in zip(cases, refined)]
 
@@ -311,8 +308,8 @@ def run_segment(args: argparse.Namespace) -> int:
     else:
         raise FlipsegError("give --image IMG --box x0,y0,x1,y1, or --dataset NAME")
     dims = _case_dims(cases)
-    if getattr(args, "refine_box", None):
-        cases = _refine_case_boxes(cases, args.refine_box, needs_box, dims, args.method)
+    if args.refine_box:
+        cases = _refine_case_boxes(cases, args.refine_box, needs_box, args.method)
     rows = []
     if args.method == "flip":
         from flipseg.methods.flip.infer import FlipSegmenter

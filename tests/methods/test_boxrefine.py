@@ -142,3 +142,6 @@ def test_box_refiner_from_the_cli(tmp_path, capsys):
     assert main(["evaluate", "--dataset", "phantom3d", "--data-opt", "n=1", "--method", "ellipse",
                  "--refine-box", str(run), "--out", str(out)]) == 2
     assert "2D only" in capsys.readouterr().err
+    assert main(["segment", "--dataset", "phantom3d", "--data-opt", "n=1", "--method", "ellipse",
+                 "--refine-box", str(run), "--out", str(tmp_path / "seg3d")]) == 2
+    assert "2D only" in capsys.readouterr().err

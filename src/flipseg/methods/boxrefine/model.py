@@ -52,6 +52,8 @@ __all__ = [
     "default_model_path",
     "edge_error",
     "edge_targets",
+    "load_refiner",
+    "require_box_prompted",
     "train_box_refiner",
 ]
 
@@ -204,14 +206,19 @@ def load_refiner(model: str | Path | None) -> BoxRefiner:
     return BoxRefiner.load(model)
 
 
+def require_box_prompted(method: str, needs_box: bool) -> None:
+    """Refuse ``--refine-box`` for a method that ignores the box (a whole-image model)."""
+    if not needs_box:
+        raise FlipsegError(f"{method} ignores the box; --refine-box is for box-prompted methods")
+
+
 class RefinedBoxSegmenter(Segmenter):
     """Any box-prompted segmenter, run on the refined boxes (``--refine-box``)."""
 
     dims = (2,)
 
     def __init__(self, inner: Segmenter, refiner: BoxRefiner) -> None:
-        if not inner.needs_box:
-            raise FlipsegError(f"{inner.name} ignores the box; --refine-box is for box-prompted methods")
+        require_box_prompted(inner.name, inner.needs_box)
         if 2 not in inner.dims:
             raise FlipsegError(f"box refinement is 2D only; {inner.name} segments "
                                f"{'/'.join(map(str, inner.dims))}D images")
