@@ -26,10 +26,12 @@ __all__ = [
     "LOG_FILE",
     "NetworkBundle",
     "cpu_state",
+    "epoch_state",
     "final_model",
     "load_checkpoint",
     "load_states",
     "open_run",
+    "resume_epochs",
     "save_epoch",
     "save_torch",
     "set_threads",
@@ -132,6 +134,23 @@ def load_states(state: Mapping[str, Any], parts: Mapping[str, Any]) -> None:
     optimizers, schedulers)."""
     for key, part in parts.items():
         part.load_state_dict(state[key])
+
+
+def resume_epochs(state: Mapping[str, Any] | None, parts: Mapping[str, Any]) -> tuple[int, list]:
+    """``(first epoch to run, log so far)`` of a run: ``(0, [])`` without a checkpoint, else
+    the parts reloaded (:func:`load_states`) and the epoch after the checkpoint's."""
+    if state is None:
+        return 0, []
+    load_states(state, parts)
+    return int(state["epoch"]) + 1, list(state["log"])
+
+
+def epoch_state(config: Mapping[str, Any], parts: Mapping[str, Any], epoch: int,
+                log: Sequence[Mapping[str, Any]], **extra: Any) -> dict[str, Any]:
+    """The checkpoint of a finished epoch: the configuration, every part's state dict, the
+    epoch, the log and ``extra`` (what :func:`resume_epochs` and :func:`load_checkpoint` read)."""
+    return {"config": dict(config), **{k: p.state_dict() for k, p in parts.items()},
+            "epoch": epoch, "log": log, **extra}
 
 
 def write_log(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:

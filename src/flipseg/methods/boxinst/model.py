@@ -30,9 +30,10 @@ from flipseg.methods.boxinst.losses import pairwise_loss, projection_loss
 from flipseg.methods.common import RecipeConfig
 from flipseg.methods.training import (
     NetworkBundle,
+    epoch_state,
     final_model,
-    load_states,
     open_run,
+    resume_epochs,
     save_epoch,
     set_threads,
 )
@@ -248,10 +249,8 @@ def train_boxinst(
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda it: 0.5 * (1 + np.cos(np.pi * min(1.0, it / (cfg.epochs * steps_per_epoch))))
     )
-    start, log = 0, []
-    if state is not None:
-        load_states(state, {"net": net, "opt": opt, "sched": sched})
-        start, log = int(state["epoch"]) + 1, list(state["log"])
+    saved_parts = {"net": net, "opt": opt, "sched": sched}
+    start, log = resume_epochs(state, saved_parts)
     train = [{"image": s["image"], "box": s["box"].validate(np.shape(s["image"]))} for s in train]
     val_m = [s for s in val if s.get("mask") is not None]
     for epoch in range(start, cfg.epochs):
@@ -290,8 +289,7 @@ def train_boxinst(
             row["val_dice"] = float(np.mean([compute_dice(p, s["mask"]) for p, s in zip(preds, val_m)]))
         row["seconds"] = time.time() - t0
         log.append(row)
-        state = {"config": cfg.to_dict(), "net": net.state_dict(), "opt": opt.state_dict(),
-                 "sched": sched.state_dict(), "epoch": epoch, "log": log}
+        state = epoch_state(cfg.to_dict(), saved_parts, epoch, log)
         save_epoch(run, (CHECKPOINT, state), (MODEL_FILE, model.bundle()), log, progress=progress)
     return final_model(run / MODEL_FILE, model.bundle)
 

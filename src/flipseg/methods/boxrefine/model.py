@@ -33,9 +33,10 @@ from flipseg.errors import FlipsegError
 from flipseg.methods.common import RecipeConfig
 from flipseg.methods.training import (
     NetworkBundle,
+    epoch_state,
     final_model,
-    load_states,
     open_run,
+    resume_epochs,
     save_epoch,
     set_threads,
 )
@@ -273,10 +274,8 @@ def train_box_refiner(
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = max(1, int(np.ceil(len(train) / cfg.batch_size)))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.epochs * steps)
-    start, log = 0, []
-    if state is not None:
-        load_states(state, {"net": net, "opt": opt, "sched": sched})
-        start, log = int(state["epoch"]) + 1, list(state["log"])
+    saved_parts = {"net": net, "opt": opt, "sched": sched}
+    start, log = resume_epochs(state, saved_parts)
     train = [{"image": s["image"], "box": s["box"].validate(np.shape(s["image"]))} for s in train]
     val_im = [s["image"] for s in val]
     val_tight = [s["box"].validate(np.shape(s["image"])) for s in val]
@@ -307,8 +306,7 @@ def train_box_refiner(
             row["val_edge_error_tight"] = edge_error(model.refine_many(val_im, val_tight), val_tight)
         row["seconds"] = time.time() - t0
         log.append(row)
-        state = {"config": cfg.to_dict(), "net": net.state_dict(), "opt": opt.state_dict(),
-                 "sched": sched.state_dict(), "epoch": epoch, "log": log}
+        state = epoch_state(cfg.to_dict(), saved_parts, epoch, log)
         save_epoch(run, (CHECKPOINT, state), (MODEL_FILE, model.bundle()), log, progress=progress)
     return final_model(run / MODEL_FILE, model.bundle)
 

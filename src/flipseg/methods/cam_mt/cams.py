@@ -49,7 +49,15 @@ from flipseg.boxes import Box
 from flipseg.bundles import load_torch_file, locate, read_bundle
 from flipseg.errors import FlipsegError
 from flipseg.methods.cam_mt.config import CamClassifierConfig, SelectionConfig
-from flipseg.methods.training import cpu_state, final_model, load_states, open_run, save_epoch, set_threads
+from flipseg.methods.training import (
+    cpu_state,
+    epoch_state,
+    final_model,
+    open_run,
+    resume_epochs,
+    save_epoch,
+    set_threads,
+)
 from flipseg.methods.whole_image import images_to_batch
 from flipseg.registry import Registry
 
@@ -524,11 +532,9 @@ def train_cam_classifier(
     model = CamClassifier(cfg)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
     weights = (len(labels) / (2.0 * counts.float())) if cfg.balance_classes else None
-    start, log = 0, []
-    if state is not None:
-        load_states(state, {"net": model, "opt": opt})
-        start, log = int(state["epoch"]) + 1, list(state["log"])
-    elif cfg.backbone_weights:
+    saved_parts = {"net": model, "opt": opt}
+    start, log = resume_epochs(state, saved_parts)
+    if state is None and cfg.backbone_weights:
         n = load_backbone_weights(model, cfg.backbone_weights)
         if progress:
             tqdm.write(f"backbone weights: {n['loaded']} tensors loaded, {n['skipped']} not used")
@@ -566,8 +572,7 @@ def train_cam_classifier(
                "seconds": time.time() - t0}
         log.append(row)
         model.eval()
-        state = {"net": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch, "log": log,
-                 "config": cfg.to_dict()}
+        state = epoch_state(cfg.to_dict(), saved_parts, epoch, log)
         save_epoch(run, (CHECKPOINT, state), (MODEL_FILE, _bundle(model)), log, progress=progress,
                    label="cam classifier ")
     return final_model(run / MODEL_FILE, lambda: _bundle(model))

@@ -36,7 +36,15 @@ from tqdm.auto import tqdm
 from flipseg.bundles import read_bundle
 from flipseg.errors import FlipsegError
 from flipseg.methods.cam_mt.config import MeanTeacherConfig
-from flipseg.methods.training import cpu_state, final_model, load_states, open_run, save_epoch, set_threads
+from flipseg.methods.training import (
+    cpu_state,
+    epoch_state,
+    final_model,
+    open_run,
+    resume_epochs,
+    save_epoch,
+    set_threads,
+)
 from flipseg.methods.whole_image import clean_mask, images_to_batch, whole_image_maps
 from flipseg.metrics import compute_iou
 from flipseg.networks.unet import build_unet
@@ -306,10 +314,9 @@ def train_mean_teacher(
     student, teacher = model.student, model.teacher
     opt = torch.optim.Adam(student.parameters(), lr=cfg.lr, betas=(0.9, 0.999),
                            weight_decay=cfg.weight_decay)
-    start, step, log = 0, 0, []
-    if state is not None:
-        load_states(state, {"student": student, "teacher": teacher, "opt": opt})
-        start, step, log = int(state["epoch"]) + 1, int(state["step"]), list(state["log"])
+    saved_parts = {"student": student, "teacher": teacher, "opt": opt}
+    start, log = resume_epochs(state, saved_parts)
+    step = int(state["step"]) if state is not None else 0
     size = cfg.image_size
     xl, yl = _images(labeled_images, size), _masks(labeled_masks, size)
     xu = _images([] if cfg.supervised else unlabeled_images, size)
@@ -363,8 +370,7 @@ def train_mean_teacher(
             row["val_tumor_iou"] = float(np.mean([compute_iou(p, m) for p, m in zip(preds, val_masks)]))
         row["seconds"] = time.time() - t0
         log.append(row)
-        state = {"config": cfg.to_dict(), "student": student.state_dict(), "teacher": teacher.state_dict(),
-                 "opt": opt.state_dict(), "epoch": epoch, "step": step, "log": log}
+        state = epoch_state(cfg.to_dict(), saved_parts, epoch, log, step=step)
         save_epoch(run, (CHECKPOINT, state), (MODEL_FILE, model.bundle()), log, progress=progress,
                    label="mean teacher ")
     return final_model(run / MODEL_FILE, model.bundle)
