@@ -4,7 +4,8 @@
     python benchmarks/flip2d.py --limit 50 --skip-speed          # quick look
 
 Tables printed (markdown):
-1. BUS-BRA fold 5 test and BUSI lesions (external), tight boxes: Dice, JAC, HD,
+1. BUS-BRA fold 5 test and BUSI (external; per image, and per lesion: the 17
+   images with several lesions give one box each), tight boxes: Dice, JAC, HD,
    ASD (mean±std) for flip, flip-grabcut (Flip masks refined by GrabCut),
    flip-nofusion (the agents' mask without the ellipse-prior fusion), ellipse,
    box, grabcut and, with a box refiner, flip+refine and ellipse+refine (the boxes
@@ -63,6 +64,8 @@ def _segmenter(name: str, model: str | None, refiner: str | None = None):
 def _cases(dataset: str, limit: int | None) -> list[dict]:
     if dataset == "bus-bra":
         s = load_dataset("bus-bra", fold=5, part="test")
+    elif dataset == "busi-lesions":  # one box per lesion (mask file), not per image
+        s = load_dataset("busi", per_lesion=True)
     else:
         s = load_dataset("busi")
     s = [x for x in s if x.get("mask") is not None and x.get("box") is not None]
@@ -161,7 +164,9 @@ def training_time(run: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="run folder or model file (default: shipped)")
-    ap.add_argument("--datasets", default="bus-bra,busi")
+    ap.add_argument("--datasets", default="bus-bra,busi,busi-lesions",
+                    help="bus-bra (fold 5 test), busi (one box per image: the union of its "
+                         "lesions), busi-lesions (one box per lesion)")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--shifts", default="0,0-10")
     ap.add_argument("--skip-speed", action="store_true")

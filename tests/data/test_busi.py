@@ -50,6 +50,25 @@ def test_masks_are_ored_and_box_is_tight(small_busi):
 
 
 @needs_busi
+def test_per_lesion_gives_one_sample_per_mask_file(small_busi):
+    samples = {s["case_id"]: s for s in load_busi(small_busi, per_lesion=True)}
+    assert set(samples) == {"benign_3", "benign_100#1", "benign_100#2", "benign_105", "benign_131",
+                            "benign_156", "benign_195#1", "benign_195#2", "benign_195#3",
+                            "malignant_51"}
+    for k, suffix in enumerate(("_mask", "_mask_1", "_mask_2"), start=1):
+        s = samples[f"benign_195#{k}"]
+        part = read_mask(small_busi / "benign" / f"benign (195){suffix}.png")
+        np.testing.assert_array_equal(s["mask"], part)
+        assert s["box"] == Box.from_mask(part) and s["lesion_index"] == k
+        assert s["patient_id"] == "benign_195"  # the lesions of one image stay together
+    whole = {s["case_id"]: s for s in load_busi(small_busi)}
+    # a lesion's box is smaller than the image's union box; one-lesion images are unchanged
+    assert samples["benign_100#1"]["box"].size < whole["benign_100"]["box"].size
+    np.testing.assert_array_equal(samples["benign_3"]["mask"], whole["benign_3"]["mask"])
+    assert samples["benign_3"]["box"] == whole["benign_3"]["box"]
+
+
+@needs_busi
 def test_order_and_normal(small_busi):
     ids = [s["case_id"] for s in load_busi(small_busi, include_normal=True)]
     assert ids == ["benign_3", "benign_100", "benign_105", "benign_131", "benign_156",

@@ -7,7 +7,14 @@
       malignant/malignant (N).png ...
       normal/normal (N).png     normal/normal (N)_mask.png  (all zero)
 
-All mask files of an image are OR-ed. BUSI publishes no patient ids, and about
+All mask files of an image are OR-ed, and the box is the tight box of that
+union. Seventeen BUSI images have more than one mask file, one file per lesion
+(``_mask``, ``_mask_1``, ...), and the union's box then encloses two or three
+separate lesions, which is not a box anyone draws. ``per_lesion=True`` reads
+such an image as one sample per mask file instead: ``case_id`` suffixed ``#1``,
+``#2`` ... in file order, the mask that file's lesion, the box its tight box,
+``lesion_index`` its number. Images with one mask file are read the same either
+way (647 image samples, 665 lesion samples). BUSI publishes no patient ids, and about
 a fifth of its images are near-duplicates (re-saved copies, other frames of the
 same lesion, the same frame with and without calipers), some across the benign
 and malignant folders. ``patient_id`` is therefore a near-duplicate group:
@@ -89,6 +96,7 @@ def load_busi(
     *,
     classes: Sequence[str] = ("benign", "malignant"),
     include_normal: bool = False,
+    per_lesion: bool = False,
     errors: list | None = None,
 ) -> list[dict[str, Any]]:
     """Read BUSI as published.
@@ -98,6 +106,8 @@ def load_busi(
     root : the BUSI folder (with ``benign/`` ...) or a folder containing it.
     classes : class folders to read, from ``benign``, ``malignant``, ``normal``.
     include_normal : also read ``normal/`` (all-zero masks, box None).
+    per_lesion : one sample per mask file (lesion) of an image with several,
+        instead of one sample with the OR of them (see the module docstring).
     errors : if a list, unreadable cases are appended as ``(case_id, message)``
         and skipped; if None they raise.
 
@@ -105,7 +115,8 @@ def load_busi(
     -------
     samples in class order then image number; ``case_id`` like
     ``"benign_12"``, ``label`` from the folder, ``mask`` = OR of all mask
-    files, ``box`` = tight box of the mask (None for normal images),
+    files (or one file per sample with ``per_lesion``), ``box`` = tight box
+    of the mask (None for normal images),
     ``patient_id`` = near-duplicate group (see module docstring), extra key
     ``file`` (image path).
     """
@@ -128,17 +139,21 @@ def load_busi(
                 image = read_image(image_path)
                 if not mask_paths and cls != "normal":
                     raise FlipsegError(f"BUSI case {case_id}: no mask file next to {image_path}")
+                parts = [read_mask(mp, shape=image.shape) for mp in mask_paths]
+                if per_lesion and len(parts) > 1:
+                    return [make_sample(image, mask=m, label=cls, case_id=f"{case_id}#{k}",
+                                        file=str(image_path), lesion_index=k)
+                            for k, m in enumerate(parts, start=1)]
                 mask = np.zeros(image.shape, dtype=bool)
-                for mp in mask_paths:
-                    mask |= read_mask(mp, shape=image.shape)
-                return make_sample(image, mask=mask, label=cls, case_id=case_id,
-                                   file=str(image_path))
+                for m in parts:
+                    mask |= m
+                return [make_sample(image, mask=mask, label=cls, case_id=case_id,
+                                    file=str(image_path))]
 
-            sample = try_case(case_id, load, errors)
-            if sample is not None:
-                samples.append(sample)
+            loaded = try_case(case_id, load, errors)
+            samples.extend(loaded or [])
     groups = near_duplicate_groups([s["image"] for s in samples])
     names: dict[int, str] = {}
     for s, g in zip(samples, groups, strict=True):
-        s["patient_id"] = names.setdefault(int(g), s["case_id"])
+        s["patient_id"] = names.setdefault(int(g), s["case_id"].split("#")[0])
     return samples
