@@ -24,7 +24,9 @@ def _add_data_args(p: argparse.ArgumentParser, *, default: str | None = None) ->
     p.add_argument("--dataset", default=default,
                    help="busi, bus-bra, folder, stu, samples, phantom2d, phantom3d")
     p.add_argument("--data-root", default=None, help="dataset folder (default: ../shared/data/...)")
-    p.add_argument("--fold", type=int, default=None, help="BUS-BRA official fold used as test")
+    p.add_argument("--fold", type=int, default=None,
+                   help="test fold: BUS-BRA's official ones; for busi, folder and stu a "
+                        "patient-level split into --data-opt cv=K folds (default 5)")
     p.add_argument("--split", "--part", dest="part", default=None,
                    help="which part of the dataset: all, train, test, val (default: test when a "
                         "fold is given, else all)")

@@ -1,7 +1,9 @@
 """Dataset registry, default data roots and error messages."""
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import flipseg.data as fd
@@ -77,3 +79,43 @@ def test_bus_bra_from_default_root(monkeypatch):
     errors: list = []
     samples = load_dataset("bus-bra", fold=5, part="test", cv="10", errors=errors)
     assert len(samples) == 184 and errors == []
+
+
+def _cv_manifest(tmp_path, n=20):
+    """``n`` small images, two per patient, as a manifest."""
+    from PIL import Image
+
+    entries = []
+    for i in range(n):
+        Image.fromarray(np.full((16, 16), i * 10, np.uint8)).save(tmp_path / f"im{i}.png")
+        entries.append({"image": f"im{i}.png", "box": [2, 2, 10, 10], "case_id": f"c{i}",
+                        "patient_id": f"p{i // 2}"})
+    (tmp_path / "manifest.json").write_text(json.dumps(entries))
+    return tmp_path
+
+
+def test_cv_folds_for_datasets_without_official_ones(tmp_path):
+    root = _cv_manifest(tmp_path)
+    every = [s["case_id"] for s in load_dataset("folder", root)]
+    tests = [[s["case_id"] for s in load_dataset("folder", root, fold=k, part="test", cv=4)]
+             for k in range(1, 5)]
+    assert sorted(sum(tests, [])) == sorted(every)  # the folds partition the dataset
+    assert all(4 <= len(t) <= 6 for t in tests)
+    for k, test in enumerate(tests, start=1):
+        train = [s["case_id"] for s in load_dataset("folder", root, fold=k, part="train", cv=4)]
+        assert sorted(train + test) == sorted(every) and not set(train) & set(test)
+        val = [s["case_id"] for s in load_dataset("folder", root, fold=k, part="val", cv=4)]
+        assert val and set(val) <= set(train)
+        # no patient on both sides, and the same files give the same folds
+        assert not {int(c[1:]) // 2 for c in train} & {int(c[1:]) // 2 for c in test}
+        assert test == [s["case_id"] for s in load_dataset("folder", root, fold=k, part="test",
+                                                            cv=4)]
+    assert len(load_dataset("folder", root, fold=2, part="all", cv=4)) == len(every)
+    with pytest.raises(FlipsegError, match="between 1 and 4"):
+        load_dataset("folder", root, fold=5, part="test", cv=4)
+    with pytest.raises(FlipsegError, match="needs a fold"):
+        load_dataset("folder", root, part="test")
+    with pytest.raises(FlipsegError, match="at least 2 folds"):
+        load_dataset("folder", root, fold=1, part="test", cv=1)
+    with pytest.raises(FlipsegError, match="whole number"):
+        load_dataset("folder", root, fold=1, part="test", cv="two")

@@ -117,6 +117,43 @@ def _no_folds(name: str, fold: int | None, part: str) -> None:
         )
 
 
+def _cv_part(name: str, samples: list[dict[str, Any]], fold: int | None, part: str,
+             cv: Any) -> list[dict[str, Any]]:
+    """Fold ``fold`` of a ``cv``-fold patient-level cross-validation of a dataset without
+    official folds.
+
+    The samples are dealt to ``cv`` folds of about equal size by
+    :func:`flipseg.data.splits.split_by_patient` (seed 0), so no patient (BUSI: no
+    near-duplicate group) is in two folds and the same files give the same folds.
+    ``test`` is fold ``fold``; ``train`` the other folds; ``val`` a patient-level tenth
+    of ``train`` (inside it, as in BUS-BRA's official folds); ``all`` every sample.
+    """
+    try:
+        k = int(cv)
+    except (TypeError, ValueError):
+        raise FlipsegError(f"dataset {name!r}: cv {cv!r} must be a whole number of folds") from None
+    if k < 2:
+        raise FlipsegError(f"dataset {name!r}: cv {cv!r} needs at least 2 folds")
+    if part not in ("all", "train", "test", "val"):
+        raise FlipsegError(f"part {part!r} must be one of all, train, test, val")
+    if fold is None:
+        if part != "all":
+            raise FlipsegError(f"part {part!r} needs a fold (1-{k})")
+        return samples
+    if not 1 <= int(fold) <= k:
+        raise FlipsegError(f"fold {fold} must be between 1 and {k} for {k}-fold cv")
+    if part == "all":
+        return samples
+    folds = split_by_patient(samples, [1.0 / k] * k, seed=0)
+    if part == "test":
+        return folds[int(fold) - 1]
+    held = {id(s) for s in folds[int(fold) - 1]}
+    train = [s for s in samples if id(s) not in held]
+    if part == "train":
+        return train
+    return split_by_patient(train, (0.9, 0.1), seed=0)[1] if len(train) > 1 else []
+
+
 def _check_opts(name: str, func: Callable, opts: dict[str, Any], extra: tuple = ()) -> None:
     """Unknown loader options fail with the list of valid ones."""
     params = inspect.signature(func).parameters
@@ -137,10 +174,9 @@ def _no_root(name: str, root: str | Path | None) -> None:
 
 
 @DATASETS.register("busi")
-def _load_busi(root, *, fold=None, part="all", errors=None, **opts):
-    _no_folds("busi", fold, part)
-    _check_opts("busi", load_busi, opts)
-    return load_busi(_root("busi", root), errors=errors, **opts)
+def _load_busi(root, *, fold=None, part="all", errors=None, cv=5, **opts):
+    _check_opts("busi", load_busi, opts, extra=("cv",))
+    return _cv_part("busi", load_busi(_root("busi", root), errors=errors, **opts), fold, part, cv)
 
 
 @DATASETS.register("bus-bra")
@@ -150,21 +186,20 @@ def _load_busbra(root, *, fold=None, part="all", errors=None, **opts):
 
 
 @DATASETS.register("folder")
-def _load_folder(root, *, fold=None, part="all", errors=None, **opts):
-    _no_folds("folder", fold, part)
-    _check_opts("folder", load_folder, opts)
+def _load_folder(root, *, fold=None, part="all", errors=None, cv=5, **opts):
+    _check_opts("folder", load_folder, opts, extra=("cv",))
     if root is None:
         raise FlipsegError("dataset 'folder' needs a root folder (images/ or manifest.json)")
-    return load_folder(_root("folder", root), errors=errors, **opts)
+    samples = load_folder(_root("folder", root), errors=errors, **opts)
+    return _cv_part("folder", samples, fold, part, cv)
 
 
 @DATASETS.register("stu")
-def _load_stu(root, *, fold=None, part="all", errors=None, **opts):
-    _no_folds("stu", fold, part)
-    _check_opts("stu", load_stu, opts)
+def _load_stu(root, *, fold=None, part="all", errors=None, cv=5, **opts):
+    _check_opts("stu", load_stu, opts, extra=("cv",))
     if root is None:
         raise FlipsegError("dataset 'stu' needs a root folder (Test_Image_N.png, mask_N.png)")
-    return load_stu(_root("stu", root), errors=errors, **opts)
+    return _cv_part("stu", load_stu(_root("stu", root), errors=errors, **opts), fold, part, cv)
 
 
 @DATASETS.register("samples")
@@ -208,9 +243,10 @@ def load_dataset(
     root : dataset folder; None uses :func:`default_data_root` for ``busi``
         and ``bus-bra``; ``folder`` and ``stu`` need one; ``samples``,
         ``phantom2d`` and ``phantom3d`` take none.
-    fold, part : official fold and part (``"all"``, ``"train"``, ``"val"``,
-        ``"test"``); only BUS-BRA has folds, other datasets need
-        ``part="all"``.
+    fold, part : fold and part (``"all"``, ``"train"``, ``"val"``,
+        ``"test"``): BUS-BRA's official folds; for ``busi``, ``folder`` and
+        ``stu`` a patient-level ``cv``-fold split (option ``cv``, default 5; see
+        :func:`_cv_part`); the generated datasets need ``part="all"``.
     errors : if a list, cases that fail to load are appended as
         ``(case_id, message)`` and skipped; if None the first one raises.
     opts : passed to the loader (e.g. ``include_normal=True`` for BUSI,
