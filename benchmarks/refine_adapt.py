@@ -81,12 +81,12 @@ def main(argv: list[str] | None = None) -> int:
                      if s.get("box") is not None and s.get("mask") is not None]
             run = _train(fold, out, a.epochs)
             refiner = load_refiner(run)
-            d = out / tag / f"fold{fold}"
+            d = out / tag / f"fold{fold}" / "flip+refine"
             if not (d / "summary.json").exists():
                 seg = RefinedBoxSegmenter(get_segmenter("flip"), refiner)
                 evaluate_methods(cases, {"flip+refine": seg}, dataset="busi-lesions", out_dir=d,
                                  box_shift=shift, progress=True, batch_size=64)
-            rows["flip+refine (BUSI boxes)"].update(_per_case(d / "flip+refine" / "cases.csv"))
+            rows["flip+refine (BUSI boxes)"].update(_per_case(d / "cases.csv"))
             # edge error: one shift per box (the first of the evaluation's repeats)
             ims = [c["image"] for c in cases]
             tight = [c["box"] for c in cases]
