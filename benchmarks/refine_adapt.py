@@ -18,13 +18,13 @@ edge error of the boxes before and after each refiner.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+from flip2d import _per_case  # the benchmarks folder is on sys.path when run as a script
 
 from flipseg.boxes import shifted_boxes
 from flipseg.data import load_dataset
@@ -40,16 +40,7 @@ from flipseg.metrics import paired_ttest
 from flipseg.segmenters import get_segmenter
 
 register_all()
-METRICS = ("dice", "hd")
 CV = 2
-
-
-def _per_case(path: Path) -> dict[str, dict[str, float]]:
-    rows: dict[str, list[dict]] = {}
-    with open(path) as f:
-        for r in csv.DictReader(f):
-            rows.setdefault(r["case_id"], []).append(r)
-    return {c: {m: float(np.mean([float(r[m]) for r in rs])) for m in METRICS} for c, rs in rows.items()}
 
 
 def _train(fold: int, out: Path, epochs: int) -> Path:
