@@ -29,6 +29,7 @@ from flipseg.io_utils import atomic_save, atomic_write_text
 from flipseg.methods.flip.eraser import choose_eraser_sources
 from flipseg.methods.flip.pseudo import NORMAL, PseudoSampleDataset
 from flipseg.methods.flip.views import to_input, view_box
+from flipseg.methods.training import load_checkpoint
 from flipseg.metrics import compute_classification_metrics
 from flipseg.networks.classifier import build_classifier
 
@@ -316,16 +317,6 @@ def learning_rate(cfg: ClassifierConfig, epoch: int) -> float:
     return cfg.lr * (cfg.lr_min_ratio + (1 - cfg.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-def _check_resume(saved: dict[str, Any], cfg: ClassifierConfig, path: Path) -> None:
-    now = cfg.to_dict()
-    diff = sorted(k for k in now if k not in _RESUMABLE and saved.get(k) != now[k])
-    if diff:
-        changes = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in diff)
-        raise FlipsegError(
-            f"{path} was trained with other options ({changes}); use a new output folder"
-        )
-
-
 def train_classifier(
     train_samples: Sequence[dict],
     val_samples: Sequence[dict],
@@ -371,9 +362,8 @@ def train_classifier(
     optimizer = torch.optim.AdamW(network.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start_epoch, history = 0, []
     ckpt_path = out / CHECKPOINT
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
-        _check_resume(ckpt["config"], cfg, ckpt_path)
+    ckpt = load_checkpoint(ckpt_path, cfg.to_dict(), _RESUMABLE)
+    if ckpt is not None:
         network.load_state_dict(ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["optimizer"])
         start_epoch, history = int(ckpt["epoch"]), list(ckpt["history"])
