@@ -296,15 +296,52 @@ def load_recipe_samples(
     return part, samples, val
 
 
+def read_box_cases(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
+    """The cases a recipe trained from boxes learns from: ``--fold``'s training part (else
+    the whole dataset), load errors printed and skipped, cases without a box dropped.
+
+    Returns (samples, dataset name). Raises :class:`FlipsegError` under 4 boxes.
+    """
+    from flipseg.commands import load_cases
+
+    args.part = args.part or ("train" if args.fold is not None else "all")
+    samples, errors, dataset = load_cases(args)
+    for err in errors:
+        print(f"skipped case {err[0]}: {err[1]}")
+    samples = [s for s in samples if s.get("box") is not None]
+    if len(samples) < 4:
+        raise FlipsegError(f"need at least 4 boxes to train, dataset {dataset!r} has {len(samples)}")
+    return samples, dataset
+
+
+def hold_out_boxes(args: argparse.Namespace, samples: Sequence[dict[str, Any]], dataset: str,
+                   seed: int, what: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``--val-cases`` of the boxes (at most a tenth) held out by patient; writes the run's
+    ``data.json`` and prints the progress line (``training <what> on N boxes ...``).
+
+    Returns (training samples, validation samples).
+    """
+    from flipseg.data.splits import split_by_patient
+    from flipseg.io_utils import atomic_write_text
+
+    n_val = min(args.val_cases, max(1, len(samples) // 10))
+    frac = n_val / len(samples)
+    train_s, val_s = split_by_patient(samples, (1 - frac, frac), seed=seed)
+    atomic_write_text(Path(args.out) / "data.json", json.dumps(
+        {"dataset": dataset, "fold": args.fold, "part": args.part, "n_train": len(train_s),
+         "n_val": len(val_s)}, indent=2))
+    print(f"training {what} on {len(train_s)} boxes ({len(val_s)} held out) -> {args.out}")
+    return train_s, val_s
+
+
 def run_box_recipe(args: argparse.Namespace, cfg_cls: type[C], word: str, what: str,
                    train: Callable[..., Path]) -> int:
     """``flipseg train boxinst`` / ``box-refiner``: recipes that learn from the boxes of a 2D
     dataset.
 
-    Reads the cases (``--fold``: its training part), keeps those with a box, holds out
-    ``--val-cases`` of them by patient, resumes the run folder's configuration unless
-    ``--set`` is given, writes ``data.json`` and calls ``train(train, val, cfg, out,
-    progress=...)``.
+    Reads the cases (:func:`read_box_cases`), resumes the run folder's configuration
+    unless ``--set`` is given, holds out ``--val-cases`` (:func:`hold_out_boxes`) and
+    calls ``train(train, val, cfg, out, progress=...)``.
 
     Parameters
     ----------
@@ -316,33 +353,17 @@ def run_box_recipe(args: argparse.Namespace, cfg_cls: type[C], word: str, what: 
     """
     import numpy as np
 
-    from flipseg.commands import load_cases
-    from flipseg.data.splits import split_by_patient
-    from flipseg.io_utils import atomic_write_text
     from flipseg.methods.flip.pipeline import parse_overrides
 
-    args.part = args.part or ("train" if args.fold is not None else "all")
-    samples, errors, dataset = load_cases(args)
-    for err in errors:
-        print(f"skipped case {err[0]}: {err[1]}")
-    samples = [s for s in samples if s.get("box") is not None]
-    if samples and np.ndim(samples[0]["image"]) != 2:
+    samples, dataset = read_box_cases(args)
+    if np.ndim(samples[0]["image"]) != 2:
         raise FlipsegError(f"{word} trains on 2D images; dataset {dataset!r} holds volumes")
-    if len(samples) < 4:
-        raise FlipsegError(f"need at least 4 boxes to train, dataset {dataset!r} has {len(samples)}")
     saved = Path(args.out) / "config.json"
     if saved.exists() and not args.set:
         cfg = cfg_cls.from_dict(json.loads(saved.read_text()))  # type: ignore[attr-defined]
     else:
         cfg = cfg_cls(**parse_overrides(args.set, cfg_cls, word))
-    n_val = min(args.val_cases, max(1, len(samples) // 10))
-    train_s, val_s = split_by_patient(samples, (1 - n_val / len(samples), n_val / len(samples)),
-                                      seed=cfg.seed)  # type: ignore[attr-defined]
-    atomic_write_text(Path(args.out) / "data.json", json.dumps(
-        {"dataset": dataset, "fold": args.fold, "part": args.part, "n_train": len(train_s),
-         "n_val": len(val_s)}, indent=2))
-    print(f"training {what} on {len(train_s)} boxes ({len(val_s)} held out) -> {args.out}")
+    train_s, val_s = hold_out_boxes(args, samples, dataset, cfg.seed, what)  # type: ignore[attr-defined]
     path = train(train_s, val_s, cfg, args.out, progress=not args.no_progress)
     print(f"model written to {path}")
     return 0
-

@@ -17,9 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from flipseg.data.splits import split_by_patient
 from flipseg.errors import FlipsegError
-from flipseg.io_utils import atomic_write_text
 from flipseg.methods.flip.classifier import (
     CLASSIFIER_3D_PRESET,
     CLASSIFIER_PAPER_PRESET,
@@ -133,15 +131,9 @@ def parse_overrides(items: Sequence[str], cls: type = FlipConfig, what: str = "f
 
 
 def train_flip_cli(args: argparse.Namespace) -> int:
-    from flipseg.commands import load_cases
+    from flipseg.methods.common import hold_out_boxes, read_box_cases
 
-    args.part = args.part or ("train" if args.fold is not None else "all")
-    samples, errors, dataset = load_cases(args)
-    for err in errors:
-        print(f"skipped case {err[0]}: {err[1]}")
-    samples = [s for s in samples if s.get("box") is not None]
-    if len(samples) < 4:
-        raise FlipsegError(f"need at least 4 boxes to train, dataset {dataset!r} has {len(samples)}")
+    samples, dataset = read_box_cases(args)
     data_dims = int(np.ndim(samples[0]["image"]))
     dims = getattr(args, "dims", None) or data_dims
     if dims != data_dims:
@@ -159,9 +151,6 @@ def train_flip_cli(args: argparse.Namespace) -> int:
             f"the configuration is for {cfg.dims}D images but dataset {dataset!r} holds "
             f"{data_dims}D images"
         )
-    n_val = min(args.val_cases, max(1, len(samples) // 10))
-    frac = n_val / len(samples)
-    train_s, val_s = split_by_patient(samples, (1 - frac, frac), seed=cfg.seed)
     saved_c = Path(args.out) / "classifier" / "classifier_config.json"
     if resuming and saved_c.exists() and not getattr(args, "classifier_set", None):
         ccfg = ClassifierConfig.from_dict(json.loads(saved_c.read_text()))
@@ -178,10 +167,7 @@ def train_flip_cli(args: argparse.Namespace) -> int:
         ccfg.epochs = args.classifier_epochs
     if args.classifier_network:
         ccfg.network = args.classifier_network
-    info = {"dataset": dataset, "fold": args.fold, "part": args.part, "n_train": len(train_s),
-            "n_val": len(val_s)}
-    atomic_write_text(Path(args.out) / "data.json", json.dumps(info, indent=2))
-    print(f"training Flip Learning on {len(train_s)} boxes ({len(val_s)} held out) -> {args.out}")
+    train_s, val_s = hold_out_boxes(args, samples, dataset, cfg.seed, "Flip Learning")
     path = train_flip(train_s, val_s, cfg, ccfg, args.out, progress=not args.no_progress)
     print(f"model written to {path}")
     return 0
