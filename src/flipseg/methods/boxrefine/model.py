@@ -281,6 +281,7 @@ def train_box_refiner(
     val_tight = [s["box"].validate(np.shape(s["image"])) for s in val]
     val_boxes = [shifted_boxes(b, np.shape(im), cfg.val_shift, repeats=1, seed=i)[0]
                  for i, (im, b) in enumerate(zip(val_im, val_tight))]
+    val_before = edge_error(val_boxes, val_tight) if val_boxes else None  # the same every epoch
     for epoch in range(start, cfg.epochs):
         t0 = time.time()
         rng = np.random.default_rng([cfg.seed, epoch])
@@ -301,7 +302,7 @@ def train_box_refiner(
         bar.close()
         row: dict[str, float] = {"epoch": epoch + 1, "loss": total / steps}
         if val_boxes:
-            row["val_edge_error_before"] = edge_error(val_boxes, val_tight)
+            row["val_edge_error_before"] = val_before
             row["val_edge_error_after"] = edge_error(model.refine_many(val_im, val_boxes), val_tight)
             row["val_edge_error_tight"] = edge_error(model.refine_many(val_im, val_tight), val_tight)
         row["seconds"] = time.time() - t0
