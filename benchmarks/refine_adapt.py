@@ -26,9 +26,8 @@ from types import SimpleNamespace
 import numpy as np
 from flip2d import _per_case  # the benchmarks folder is on sys.path when run as a script
 
-from flipseg.boxes import shifted_boxes
 from flipseg.data import load_dataset
-from flipseg.evaluate import _stable_seed, evaluate_methods
+from flipseg.evaluate import case_boxes, evaluate_methods
 from flipseg.methods import register_all
 from flipseg.methods.boxrefine.model import (
     RefinedBoxSegmenter,
@@ -81,9 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             # edge error: one shift per box (the first of the evaluation's repeats)
             ims = [c["image"] for c in cases]
             tight = [c["box"] for c in cases]
-            given = tight if shift is None else [
-                shifted_boxes(c["box"], c["image"].shape, shift, repeats=3,
-                              seed=_stable_seed(f"0:{c['case_id']}"))[0] for c in cases]
+            given = [case_boxes(c, shift)[0] for c in cases]
             edges["given"].append(edge_error(given, tight) * len(cases))
             edges["shipped refiner"].append(edge_error(shipped.refine_many(ims, given), tight) * len(cases))
             edges["BUSI refiner"].append(edge_error(refiner.refine_many(ims, given), tight) * len(cases))

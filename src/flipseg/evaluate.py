@@ -22,13 +22,13 @@ from typing import Any, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from flipseg.boxes import parse_shift_level, shifted_boxes
+from flipseg.boxes import Box, parse_shift_level, shifted_boxes
 from flipseg.errors import FlipsegError
 from flipseg.io_utils import atomic_write_text
 from flipseg.metrics import paired_ttest, segmentation_metrics, summarize
 from flipseg.segmenters import Segmenter
 
-__all__ = ["evaluate_methods", "REPORTED_METRICS", "format_table"]
+__all__ = ["case_boxes", "evaluate_methods", "REPORTED_METRICS", "format_table"]
 
 #: Metrics written to summaries, in table order.
 REPORTED_METRICS = ("dice", "jaccard", "con", "hd", "hd95", "asd", "iou_bg", "miou")
@@ -42,6 +42,18 @@ def _stable_seed(text: str) -> int:
     for ch in text.encode("utf-8"):
         h = (h * 131 + ch) % (2**31 - 1)
     return h
+
+
+def case_boxes(sample: dict[str, Any], box_shift: str | tuple[int, int] | None, *,
+               repeats: int = 3, seed: int = 0) -> list[Box]:
+    """The boxes :func:`evaluate_methods` gives a method for one case: its box when
+    ``box_shift`` is None or ``"0"``, else ``repeats`` shifted copies, seeded by ``seed``
+    and the case id (the same copies for every method and run)."""
+    shift = parse_shift_level(box_shift)
+    if shift == (0, 0):
+        return [sample["box"]]
+    return shifted_boxes(sample["box"], sample["image"].shape, shift, repeats=repeats,
+                         seed=_stable_seed(f"{seed}:{sample['case_id']}"))
 
 
 def evaluate_methods(
@@ -78,15 +90,8 @@ def evaluate_methods(
     cases = [s for s in samples if s.get("mask") is not None and s.get("box") is not None]
     if not cases:
         raise FlipsegError(f"dataset {dataset!r} has no case with both a mask and a box")
-    jobs = []  # (case index, repeat, box)
-    for i, s in enumerate(cases):
-        rng_seed = _stable_seed(f"{seed}:{s['case_id']}")
-        if shift == (0, 0):
-            jobs.append((i, 0, s["box"]))
-        else:
-            for r, b in enumerate(shifted_boxes(s["box"], s["image"].shape, shift, repeats=reps,
-                                                seed=rng_seed)):
-                jobs.append((i, r, b))
+    jobs = [(i, r, b) for i, s in enumerate(cases)  # (case index, repeat, box)
+            for r, b in enumerate(case_boxes(s, shift, repeats=reps, seed=seed))]
     err_rows = [list(e) for e in errors]
     results: dict[str, Any] = {"dataset": dataset, "methods": {}, "errors": err_rows}
     per_case: dict[str, dict[str, dict[str, float]]] = {}
