@@ -85,6 +85,14 @@ class Episode:
     reward_radius: np.ndarray | None = None
 
 
+def _ellipse_radius(points: np.ndarray, lo: Sequence[float], shape: Sequence[int]) -> np.ndarray:
+    """Elliptical radius of pixel positions ``points`` (N, nd) in the box of corner ``lo``
+    and ``shape``: 0 at its centre, 1 on its inscribed ellipse (ellipsoid)."""
+    ext = np.asarray(shape, float)
+    center = np.asarray(lo, float) + (ext - 1) / 2.0
+    return np.sqrt((((points - center) / np.maximum(ext / 2.0, 0.5)) ** 2).sum(1))
+
+
 def _standard_scale(box: Box, cfg: FlipConfig) -> float:
     if cfg.standard_short_side <= 0:
         return 1.0
@@ -164,15 +172,12 @@ def prepare_episode(
     dist = np.linalg.norm(cent - center, axis=1) / half_diag
     means = np.bincount(inner.ravel(), weights=orig[bsl].ravel(), minlength=n) / areas
     mean_rel = (means - orig[bsl].mean()) / 64.0
-    half = np.maximum(np.array(inner.shape, float) / 2.0, 0.5)
-    radius = np.sqrt((((cent - center) / half) ** 2).sum(1))
+    radius = _ellipse_radius(cent, np.zeros(nd), inner.shape)
     reward_radius = None
     if reward_box is not None:
         # centroids in image pixels, then their elliptical radius in the annotated box
         cent_img = np.array(view.lo, float) + (cent + np.array(box_lo, float) + 0.5) / scale - 0.5
-        r_center = (np.array(reward_box.lo, float) + np.array(reward_box.hi, float) - 1) / 2.0
-        r_half = np.maximum(np.array(reward_box.shape, float) / 2.0, 0.5)
-        reward_radius = np.sqrt((((cent_img - r_center) / r_half) ** 2).sum(1))
+        reward_radius = _ellipse_radius(cent_img, reward_box.lo, reward_box.shape)
     ring = labels < 0
     ring_mean = orig[ring].mean() if ring.any() else orig[bsl].mean()
     ring_rel = (means - ring_mean) / 64.0
