@@ -32,7 +32,7 @@ from flipseg.data.phantoms import (
     phantom_dataset_3d,
 )
 from flipseg.data.sample import LABELS, make_sample, try_case
-from flipseg.data.splits import near_duplicate_groups, split_by_patient
+from flipseg.data.splits import check_fold, near_duplicate_groups, split_by_patient
 from flipseg.data.stu import load_stu
 from flipseg.data.volumes import read_volume, write_volume
 from flipseg.errors import FlipsegError
@@ -134,20 +134,13 @@ def _cv_part(name: str, samples: list[dict[str, Any]], fold: int | None, part: s
         raise FlipsegError(f"dataset {name!r}: cv {cv!r} must be a whole number of folds") from None
     if k < 2:
         raise FlipsegError(f"dataset {name!r}: cv {cv!r} needs at least 2 folds")
-    if part not in ("all", "train", "test", "val"):
-        raise FlipsegError(f"part {part!r} must be one of all, train, test, val")
-    if fold is None:
-        if part != "all":
-            raise FlipsegError(f"part {part!r} needs a fold (1-{k})")
-        return samples
-    if not 1 <= int(fold) <= k:
-        raise FlipsegError(f"fold {fold} must be between 1 and {k} for {k}-fold cv")
-    if part == "all":
+    fold = check_fold(part, fold, k)
+    if fold is None or part == "all":
         return samples
     folds = split_by_patient(samples, [1.0 / k] * k, seed=0)
     if part == "test":
-        return folds[int(fold) - 1]
-    held = {id(s) for s in folds[int(fold) - 1]}
+        return folds[fold - 1]
+    held = {id(s) for s in folds[fold - 1]}
     train = [s for s in samples if id(s) not in held]
     if part == "train":
         return train

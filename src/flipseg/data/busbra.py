@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterable
 from flipseg.boxes import Box
 from flipseg.data.io import read_image, read_mask
 from flipseg.data.sample import make_sample, try_case
+from flipseg.data.splits import PARTS, check_fold
 from flipseg.errors import FlipsegError
 
 __all__ = [
@@ -45,7 +46,6 @@ __all__ = [
 ]
 
 BUSBRA_FOLDER_NAMES = ("BUS-BRA", "BUSBRA")
-PARTS = ("all", "train", "val", "test")
 
 
 def parse_busbra_bbox(text: str) -> Box:
@@ -79,15 +79,9 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def _fold_filter(part: str, fold: int | None, k: int) -> Callable[[dict[str, str]], bool]:
-    if part not in PARTS:
-        raise FlipsegError(f"part {part!r} must be one of {PARTS}")
+    fold = check_fold(part, fold, k)
     if fold is None:
-        if part != "all":
-            raise FlipsegError(f"part {part!r} needs a fold (1-{k})")
         return lambda row: True
-    if not 1 <= int(fold) <= k:
-        raise FlipsegError(f"fold {fold} must be between 1 and {k} for {k}-fold cv")
-    fold = int(fold)
     if part == "test":
         return lambda row: int(row["kFold"]) == fold
     if part == "train":  # training + validation images of this fold

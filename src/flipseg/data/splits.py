@@ -12,7 +12,30 @@ from scipy.sparse.csgraph import connected_components
 
 from flipseg.errors import FlipsegError
 
-__all__ = ["near_duplicate_groups", "split_by_patient"]
+__all__ = ["PARTS", "check_fold", "near_duplicate_groups", "split_by_patient"]
+
+#: The parts a dataset with folds can be asked for.
+PARTS = ("all", "train", "val", "test")
+
+
+def check_fold(part: str, fold: int | None, k: int) -> int | None:
+    """Check a request for ``part`` of fold ``fold`` of ``k`` folds: the fold as an int, or
+    None when no fold is given (only ``part="all"`` needs none).
+
+    Raises
+    ------
+    FlipsegError
+        An unknown part, a part other than ``all`` without a fold, a fold outside 1..k.
+    """
+    if part not in PARTS:
+        raise FlipsegError(f"part {part!r} must be one of {PARTS}")
+    if fold is None:
+        if part != "all":
+            raise FlipsegError(f"part {part!r} needs a fold (1-{k})")
+        return None
+    if not 1 <= int(fold) <= k:
+        raise FlipsegError(f"fold {fold} must be between 1 and {k} for {k}-fold cv")
+    return int(fold)
 
 
 def split_by_patient(
