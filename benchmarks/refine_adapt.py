@@ -61,16 +61,17 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     out, ref = Path(a.out), Path(a.reference)
     shipped = load_refiner(None)
+    folds = []  # (test cases, the refiner trained on the other fold), read once
+    for fold in range(1, CV + 1):
+        cases = [s for s in load_dataset("busi", fold=fold, part="test", cv=CV, per_lesion=True)
+                 if s.get("box") is not None and s.get("mask") is not None]
+        folds.append((cases, load_refiner(_train(fold, out, a.epochs))))
     lines = []
     for shift in ("0-10", None):
         tag = shift or "tight"
         rows: dict[str, dict[str, dict[str, float]]] = {"flip+refine (BUSI boxes)": {}}
         edges = {"given": [], "shipped refiner": [], "BUSI refiner": []}
-        for fold in range(1, CV + 1):
-            cases = [s for s in load_dataset("busi", fold=fold, part="test", cv=CV, per_lesion=True)
-                     if s.get("box") is not None and s.get("mask") is not None]
-            run = _train(fold, out, a.epochs)
-            refiner = load_refiner(run)
+        for fold, (cases, refiner) in enumerate(folds, start=1):
             d = out / tag / f"fold{fold}" / "flip+refine"
             if not (d / "summary.json").exists():
                 seg = RefinedBoxSegmenter(get_segmenter("flip"), refiner)
