@@ -7,6 +7,7 @@ Tables printed (markdown):
 1. BUS-BRA fold 5 test and BUSI (external; per image, and per lesion: the 17
    images with several lesions give one box each), tight boxes: Dice, JAC, HD,
    ASD (mean±std) for flip, flip-grabcut (Flip masks refined by GrabCut),
+   flip-vote (the majority of flip, flip-grabcut and the shipped BoxInst U-Net),
    flip-nofusion (the agents' mask without the ellipse-prior fusion), ellipse,
    box, grabcut and, with a box refiner, flip+refine and ellipse+refine (the boxes
    tightened first, ``--refine-box``); paired t-tests of the Flip rows against the
@@ -38,14 +39,16 @@ register_all()  # the "flip", "flip2d-slices", "boxinst" segmenters
 
 METRICS = ("dice", "jaccard", "hd", "asd")
 #: Flip, Flip refined by GrabCut (ours), and the floors/baselines beside them.
-METHODS = ("flip", "flip-grabcut", "flip-nofusion", "ellipse", "box", "grabcut")
+METHODS = ("flip", "flip-grabcut", "flip-vote", "flip-nofusion", "ellipse", "box", "grabcut")
 #: With a box refiner (``--refiner``): Flip and the ellipse on the refined boxes.
-REFINED = ("flip+refine", "flip-grabcut+refine", "ellipse+refine")
+REFINED = ("flip+refine", "flip-grabcut+refine", "flip-vote+refine", "ellipse+refine")
 #: Paired t-tests printed: method -> references.
 TESTS = {"flip": ("ellipse", "grabcut", "flip-nofusion"), "flip-grabcut": ("ellipse", "grabcut"),
+         "flip-vote": ("ellipse", "grabcut", "flip", "flip-grabcut"),
          "flip-nofusion": ("ellipse", "grabcut"),
          "flip+refine": ("ellipse", "ellipse+refine", "flip"),
-         "flip-grabcut+refine": ("ellipse+refine", "flip+refine")}
+         "flip-grabcut+refine": ("ellipse+refine", "flip+refine"),
+         "flip-vote+refine": ("ellipse+refine", "flip+refine", "flip-grabcut+refine")}
 
 
 def _segmenter(name: str, model: str | None, refiner: str | None = None):

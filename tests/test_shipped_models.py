@@ -48,6 +48,38 @@ def test_flip_grabcut_refines_the_flip_masks_inside_the_box(samples):
     assert any((a != b).any() for a, b in zip(flip, refined))
 
 
+def test_flip_vote_keeps_the_pixels_two_of_flip_its_grabcut_and_boxinst_agree_on(samples):
+    from flipseg.methods import register_all
+    from flipseg.segmenters import get_segmenter
+
+    register_all()
+    ims, bxs = [s["image"] for s in samples], [s["box"] for s in samples]
+    parts = [get_segmenter(m).segment_many(ims, bxs) for m in ("flip", "flip-grabcut", "boxinst")]
+    voted = get_segmenter("flip-vote").segment_many(ims, bxs)
+    for i, v in enumerate(voted):
+        count = sum(p[i].astype(int) for p in parts)
+        np.testing.assert_array_equal(v, count >= 2)
+    # the vote differs from each of its voters somewhere on these cases
+    for p in parts:
+        assert any((a != b).any() for a, b in zip(voted, p))
+
+
+def test_majority_vote_and_the_2d_only_refinements():
+    from flipseg.errors import FlipsegError
+    from flipseg.methods.flip.infer import FlipSegmenter, majority_vote
+
+    a = np.array([[1, 1, 0, 0]], bool)
+    b = np.array([[1, 0, 1, 0]], bool)
+    c = np.array([[0, 1, 1, 0]], bool)
+    np.testing.assert_array_equal(majority_vote([a], [b], [c])[0], [[1, 1, 1, 0]])
+    np.testing.assert_array_equal(majority_vote([a], [b])[0], [[1, 0, 0, 0]])
+    for refine in ("grabcut", "vote"):
+        with pytest.raises(FlipsegError, match="2D only"):
+            FlipSegmenter(dims=3, refine=refine)
+    with pytest.raises(FlipsegError, match="choose grabcut, vote or none"):
+        FlipSegmenter(refine="crf")
+
+
 def test_shipped_models_fuse_with_the_box_prior_and_the_segmenter_can_switch_it_off(samples):
     from flipseg.methods.flip.infer import FlipSegmenter
 
@@ -100,3 +132,11 @@ def test_shipped_box_refiner_tightens_shifted_boxes_of_the_samples():
     tight2 = [t for t in tight for _ in range(2)]
     refined = refiner.refine_many(ims2, rough)
     assert edge_error(refined, tight2) < 0.8 * edge_error(rough, tight2)
+
+
+def test_demo_defaults_to_flip_vote_when_both_models_are_shipped():
+    from flipseg.commands import _best_default_method
+    from flipseg.methods.boxinst.model import default_model_path as boxinst_model
+
+    assert default_model_path(2).exists() and boxinst_model().exists()
+    assert _best_default_method() == "flip-vote"

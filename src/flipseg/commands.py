@@ -76,12 +76,12 @@ def parse_data_opts(items: list[str]) -> dict[str, Any]:
 
 
 #: Methods that take ``--model`` (a trained run folder or checkpoint file).
-MODEL_METHODS = ("flip", "flip-grabcut", "flip2d-slices", "boxinst", "pseudo-unet", "hybrid", "sam",
-                 "cam-mt")
+MODEL_METHODS = ("flip", "flip-grabcut", "flip-vote", "flip2d-slices", "boxinst", "pseudo-unet",
+                 "hybrid", "sam", "cam-mt")
 
 
 #: Methods whose shipped default model depends on the images' dimensionality.
-DIMS_METHODS = ("flip", "flip-grabcut")
+DIMS_METHODS = ("flip", "flip-grabcut", "flip-vote")
 
 
 def _method_opts(name: str, model: str | None, dims: int | None = None) -> dict[str, Any]:
@@ -140,10 +140,13 @@ def _with_refined_boxes(segmenters: dict[str, Any], model: str) -> dict[str, Any
 
 
 def _best_default_method() -> str:
+    from flipseg.methods.boxinst.model import default_model_path as boxinst_model
     from flipseg.methods.flip.infer import default_model_path
 
-    # flip-grabcut: the best measured on BUS-BRA fold 5 (benchmarks/flip2d.py)
-    return "flip-grabcut" if default_model_path(2).exists() else "ellipse"
+    # flip-vote, then flip-grabcut: the best measured on BUS-BRA fold 5 (benchmarks/flip2d.py)
+    if not default_model_path(2).exists():
+        return "ellipse"
+    return "flip-vote" if boxinst_model().exists() else "flip-grabcut"
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -167,8 +170,10 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"{method}: segmented {len(samples)} images in {time.time() - t0:.1f} s -> {out}")
     methods = {method: seg}
     refs = ["ellipse", "grabcut"]  # the floor and the strongest classic baseline
-    if method == "flip-grabcut":
+    if method in ("flip-grabcut", "flip-vote"):
         refs.insert(0, "flip")  # Flip Learning's own masks, before the GrabCut refinement
+    if method == "flip-vote":
+        refs.insert(1, "flip-grabcut")  # the vote's second voter
     from flipseg.methods.boxinst.model import default_model_path as boxinst_model
 
     if boxinst_model().exists():

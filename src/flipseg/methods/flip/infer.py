@@ -22,7 +22,7 @@ from flipseg.methods.flip.eraser import choose_eraser_sources
 from flipseg.networks.classifier import build_classifier
 from flipseg.segmenters import SEGMENTERS, Segmenter
 
-__all__ = ["FlipModel", "FlipResult", "FlipSegmenter", "default_model_path", "make_scorer"]
+__all__ = ["FlipModel", "FlipResult", "FlipSegmenter", "default_model_path", "majority_vote", "make_scorer"]
 
 
 def default_model_path(dims: int = 2) -> Path:
@@ -159,20 +159,31 @@ class FlipSegmenter(Segmenter):
     ``refine_core`` of its largest inscribed radius is certain foreground (see
     :func:`flipseg.baselines.grabcut.grabcut`). An addition of ours, not in
     the papers.
+
+    ``refine="vote"`` (``--method flip-vote``, 2D) keeps the pixels on which at least
+    two of three box-only masks agree: Flip's, GrabCut's started from Flip's (as
+    above) and the box-supervised U-Net's (``boxinst``; the shipped one unless
+    ``vote_model`` names a run). Also ours, not in the papers.
     """
 
     name = "flip"
 
     def __init__(self, model: str | Path | None = None, batch_size: int = 64, dims: int = 2,
                  refine: str | None = None, refine_core: float = 0.3,
-                 prior_fusion: float | None = None, segments: int | None = None):
-        if refine not in (None, "grabcut"):
-            raise FlipsegError(f"unknown Flip refinement {refine!r}; choose grabcut or none")
+                 prior_fusion: float | None = None, segments: int | None = None,
+                 vote_model: str | Path | None = None):
+        if refine not in (None, "grabcut", "vote"):
+            raise FlipsegError(f"unknown Flip refinement {refine!r}; choose grabcut, vote or none")
         if refine is not None and dims != 2:
-            raise FlipsegError("the GrabCut refinement of Flip masks is 2D only")
+            raise FlipsegError(f"the {refine} refinement of Flip masks is 2D only")
         self.refine, self.refine_core = refine, float(refine_core)
+        self.voter = None
         if refine is not None:
             self.name = f"flip-{refine}"
+        if refine == "vote":
+            from flipseg.methods.boxinst.model import BoxInstSegmenter
+
+            self.voter = BoxInstSegmenter(vote_model, batch_size=batch_size)
         path = Path(model) if model else default_model_path(dims)
         if model is None and not path.exists():
             raise FlipsegError(
@@ -192,12 +203,21 @@ class FlipSegmenter(Segmenter):
     def segment_many(self, images, boxes, *, seed: int = 0) -> list[np.ndarray]:
         res = self.model.segment_many(images, boxes, batch_size=self.batch_size, seed=seed)
         masks = [r.mask for r in res]
-        if self.refine == "grabcut":
-            from flipseg.baselines.grabcut import grabcut
+        if self.refine is None:
+            return masks
+        from flipseg.baselines.grabcut import grabcut
 
-            masks = [grabcut(im, b, rng=np.random.default_rng(seed + i), init=m, init_core=self.refine_core)
-                     for i, (im, b, m) in enumerate(zip(images, boxes, masks))]
-        return masks
+        cut = [grabcut(im, b, rng=np.random.default_rng(seed + i), init=m, init_core=self.refine_core)
+               for i, (im, b, m) in enumerate(zip(images, boxes, masks))]
+        if self.voter is None:
+            return cut
+        return majority_vote(masks, cut, self.voter.segment_many(images, boxes, seed=seed))
+
+
+def majority_vote(*mask_lists: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Per case, the pixels set in more than half of the given masks."""
+    need = len(mask_lists) // 2 + 1
+    return [np.sum([np.asarray(m, bool) for m in ms], axis=0) >= need for ms in zip(*mask_lists)]
 
 
 @SEGMENTERS.register("flip")
@@ -208,3 +228,8 @@ def _flip_factory(**opts: Any) -> FlipSegmenter:
 @SEGMENTERS.register("flip-grabcut")
 def _flip_grabcut_factory(**opts: Any) -> FlipSegmenter:
     return FlipSegmenter(**{"refine": "grabcut", **opts})
+
+
+@SEGMENTERS.register("flip-vote")
+def _flip_vote_factory(**opts: Any) -> FlipSegmenter:
+    return FlipSegmenter(**{"refine": "vote", **opts})
