@@ -3,6 +3,7 @@
     python benchmarks/flip2d.py --datasets busi-lesions --shifts 0,0-10 --skip-speed \\
         --methods flip,ellipse,flip+refine --out runs/bench_flip2d_400      # the references
     python benchmarks/refine_adapt.py --reference runs/bench_flip2d_400/busi-lesions
+    python benchmarks/refine_adapt.py --reference ... --method flip-vote    # another method
 
 The shipped refiner learned BUS-BRA's way of drawing boxes. Here BUSI's lesions
 (one box per lesion) are split into two patient-level folds (``--data-opt cv=2``);
@@ -57,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="busi-lesions folder of a benchmarks/flip2d.py run (rows flip, ellipse, "
                          "flip+refine under 0-10/ and tight/)")
     ap.add_argument("--epochs", type=int, default=90, help="refiner training epochs (~300 boxes)")
+    ap.add_argument("--method", default="flip",
+                    help="box -> mask method run on the refined boxes (flip, flip-grabcut, "
+                         "flip-vote, ...); the reference folder needs its <method>+refine rows")
     ap.add_argument("--out", default="runs/bench_refine_adapt")
     a = ap.parse_args(argv)
     out, ref = Path(a.out), Path(a.reference)
@@ -69,15 +73,16 @@ def main(argv: list[str] | None = None) -> int:
     lines = []
     for shift in ("0-10", None):
         tag = shift or "tight"
-        rows: dict[str, dict[str, dict[str, float]]] = {"flip+refine (BUSI boxes)": {}}
+        mine_name, shipped_name = f"{a.method}+refine (BUSI boxes)", f"{a.method}+refine"
+        rows: dict[str, dict[str, dict[str, float]]] = {mine_name: {}}
         edges = {"given": [], "shipped refiner": [], "BUSI refiner": []}
         for fold, (cases, refiner) in enumerate(folds, start=1):
-            d = out / tag / f"fold{fold}" / "flip+refine"
+            d = out / tag / f"fold{fold}" / shipped_name
             if not (d / "summary.json").exists():
-                seg = RefinedBoxSegmenter(get_segmenter("flip"), refiner)
-                evaluate_methods(cases, {"flip+refine": seg}, dataset="busi-lesions", out_dir=d,
+                seg = RefinedBoxSegmenter(get_segmenter(a.method), refiner)
+                evaluate_methods(cases, {shipped_name: seg}, dataset="busi-lesions", out_dir=d,
                                  box_shift=shift, progress=True, batch_size=64)
-            rows["flip+refine (BUSI boxes)"].update(_per_case(d / "cases.csv"))
+            rows[mine_name].update(_per_case(d / "cases.csv"))
             # edge error: one shift per box (the first of the evaluation's repeats)
             ims = [c["image"] for c in cases]
             tight = [c["box"] for c in cases]
@@ -85,8 +90,10 @@ def main(argv: list[str] | None = None) -> int:
             edges["given"].append(edge_error(given, tight) * len(cases))
             edges["shipped refiner"].append(edge_error(shipped.refine_many(ims, given), tight) * len(cases))
             edges["BUSI refiner"].append(edge_error(refiner.refine_many(ims, given), tight) * len(cases))
-        n = len(rows["flip+refine (BUSI boxes)"])
-        for name in ("flip", "ellipse", "flip+refine"):
+        n = len(rows[mine_name])
+        refs = [m for m in dict.fromkeys(("flip", "ellipse", "flip+refine", shipped_name))
+                if (ref / tag / m / "cases.csv").exists()]
+        for name in refs:
             rows[name] = _per_case(ref / tag / name / "cases.csv")
         common = sorted(set.intersection(*(set(r) for r in rows.values())))
         title = "0-10 px shifts (3 repeats)" if shift else "tight boxes"
@@ -96,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             section.append(f"| {name} | {100 * np.mean([r[c]['dice'] for c in common]):.2f} | "
                            f"{np.mean([r[c]['hd'] for c in common]):.2f} |")
         section += ["", "| comparison | Dice diff | p | HD diff | p |", "|---|---|---|---|---|"]
-        mine = rows["flip+refine (BUSI boxes)"]
-        for other in ("flip+refine", "flip", "ellipse"):
+        mine = rows[mine_name]
+        for other in reversed(refs):
             td = paired_ttest([mine[c]["dice"] for c in common], [rows[other][c]["dice"] for c in common])
             th = paired_ttest([mine[c]["hd"] for c in common], [rows[other][c]["hd"] for c in common])
             section.append(f"| BUSI-boxes refiner vs {other} | {100 * td['mean_diff']:+.2f} | "
@@ -107,8 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(section), flush=True)
         lines += section
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.md").write_text("\n".join(lines))
-    print(json.dumps({"report": str(out / "report.md")}))
+    report = out / ("report.md" if a.method == "flip" else f"report_{a.method}.md")
+    report.write_text("\n".join(lines))
+    print(json.dumps({"report": str(report)}))
     return 0
 
 
