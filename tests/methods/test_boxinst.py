@@ -77,7 +77,7 @@ def test_train_and_evaluate_boxinst_from_the_cli(tmp_path, capsys):
                  "--no-progress", *tiny]) == 0
     assert (run / "boxinst_model.pt").exists() and (run / "train_log.csv").exists()
     lines = (run / "train_log.csv").read_text().splitlines()
-    assert len(lines) == 3 and "val_dice" in lines[0]
+    assert len(lines) == 3 and "val_dice" in lines[0] and "val_fill" in lines[0]
     # a finished run re-run resumes: no more epochs
     assert main(["train", "boxinst", "--dataset", "phantom2d", "--out", str(run),
                  "--no-progress"]) == 0
@@ -103,3 +103,25 @@ def test_filling_the_whole_box_costs_more_than_the_lesion():
     assert float(pairwise_loss(filled, img, bm)) > float(pairwise_loss(lesion, img, bm)) + 0.5
     # both touch every box edge: the projection loss cannot tell them apart
     assert abs(float(projection_loss(filled, bm)) - float(projection_loss(lesion, bm))) < 0.05
+
+
+def test_training_warns_when_the_unet_marks_almost_nothing_in_the_held_out_boxes(
+        tmp_path, capsys, monkeypatch):
+    from flipseg.methods.boxinst import model as bi
+
+    def empty(self, images, boxes, **kw):
+        return [np.zeros(np.shape(im), bool) for im in images]
+
+    tiny = ["--set", "epochs=1", "--set", "crop_size=32", "--set", "batch_size=8",
+            "--set", "channels=8,16,32"]
+    monkeypatch.setattr(bi.BoxInstModel, "segment_many", empty)
+    assert main(["train", "boxinst", "--dataset", "phantom2d", "--out", str(tmp_path / "a"),
+                 "--no-progress", *tiny]) == 0
+    assert "training collapsed" in capsys.readouterr().out
+    monkeypatch.undo()
+    assert main(["train", "boxinst", "--dataset", "phantom2d", "--out", str(tmp_path / "b"),
+                 "--no-progress", *tiny, "--set", "epochs=2"]) == 0
+    log = (tmp_path / "b" / "train_log.csv").read_text().splitlines()
+    fill = float(log[-1].split(",")[log[0].split(",").index("val_fill")])
+    assert 0.25 < fill <= 1.0
+    assert "training collapsed" not in capsys.readouterr().out

@@ -55,6 +55,8 @@ __all__ = [
 CHECKPOINT = "boxinst_checkpoint.pt"
 MODEL_FILE = "boxinst_model.pt"
 _FORMAT = "flipseg-boxinst-1"
+#: A last-epoch mean share of the held-out boxes below this reads as a collapsed U-Net.
+COLLAPSED_FILL = 0.25
 
 
 @dataclass
@@ -76,8 +78,12 @@ class BoxInstConfig(RecipeConfig):
     lr: float = 1e-3
     weight_decay: float = 1e-4
     pairwise_weight: float = 1.0
-    pairwise_warmup: float = 2.0
-    """Epochs over which the pairwise weight ramps linearly from 0."""
+    pairwise_warmup_steps: int = 200
+    """Optimizer steps over which the pairwise weight ramps linearly from 0. Counted in
+    steps, not epochs: on a few hundred boxes an epoch is a few steps, and a pairwise
+    term at full weight that early collapses the U-Net to empty masks (measured on 300
+    BUSI boxes: validation Dice 0.80 after epoch 1, 0.04 from epoch 6 with a 2-epoch
+    warmup of 38 steps; 0.88 with 190 steps)."""
     dilation: int = 2
     theta: float = 2.0
     """Similarity temperature on a 0-100 intensity scale (BoxInst's colour theta)."""
@@ -252,7 +258,7 @@ def train_boxinst(
     saved_parts = {"net": net, "opt": opt, "sched": sched}
     start, log = resume_epochs(state, saved_parts)
     train = [{"image": s["image"], "box": s["box"].validate(np.shape(s["image"]))} for s in train]
-    val_m = [s for s in val if s.get("mask") is not None]
+    val = [s for s in val if s.get("box") is not None]
     for epoch in range(start, cfg.epochs):
         t0 = time.time()
         x, xs, bm = _stack(train, cfg, np.random.default_rng([cfg.seed, epoch]))
@@ -271,7 +277,7 @@ def train_boxinst(
             logits = net(xb)
             lp = projection_loss(logits, bb)
             lw = pairwise_loss(logits, sb, bb, dilation=cfg.dilation, theta=cfg.theta, tau=cfg.tau)
-            ramp = min(1.0, (epoch + i / steps_per_epoch) / max(cfg.pairwise_warmup, 1e-9))
+            ramp = min(1.0, (epoch * steps_per_epoch + i) / max(cfg.pairwise_warmup_steps, 1))
             loss = lp + cfg.pairwise_weight * ramp * lw
             opt.zero_grad()
             loss.backward()
@@ -284,13 +290,21 @@ def train_boxinst(
         bar.close()
         row: dict[str, float] = {"epoch": epoch + 1}
         row.update({k: v / steps_per_epoch for k, v in tot.items()})
-        if val_m:
-            preds = model.segment_many([s["image"] for s in val_m], [s["box"] for s in val_m])
-            row["val_dice"] = float(np.mean([compute_dice(p, s["mask"]) for p, s in zip(preds, val_m)]))
+        if val:
+            preds = model.segment_many([s["image"] for s in val], [s["box"] for s in val])
+            # the share of each held-out box the U-Net marks: needs no mask, and shows a collapse
+            row["val_fill"] = float(np.mean([p.sum() / s["box"].size for p, s in zip(preds, val)]))
+            scored = [(p, s["mask"]) for p, s in zip(preds, val) if s.get("mask") is not None]
+            if scored:
+                row["val_dice"] = float(np.mean([compute_dice(p, m) for p, m in scored]))
         row["seconds"] = time.time() - t0
         log.append(row)
         state = epoch_state(cfg.to_dict(), saved_parts, epoch, log)
         save_epoch(run, (CHECKPOINT, state), (MODEL_FILE, model.bundle()), log, progress=progress)
+    if log and log[-1].get("val_fill", 1.0) < COLLAPSED_FILL:
+        print(f"warning: the trained U-Net marks {log[-1]['val_fill']:.0%} of the held-out boxes "
+              "(a lesion fills about 75 %): training collapsed; try more epochs or a longer "
+              "--set pairwise_warmup_steps=N")
     return final_model(run / MODEL_FILE, model.bundle)
 
 
