@@ -4,6 +4,7 @@
         --methods flip,ellipse,flip+refine --out runs/bench_flip2d_400      # the references
     python benchmarks/refine_adapt.py --reference runs/bench_flip2d_400/busi-lesions
     python benchmarks/refine_adapt.py --reference ... --method flip-vote    # another method
+    python benchmarks/refine_adapt.py --reference ... --method flip-vote --site-voter
 
 The shipped refiner learned BUS-BRA's way of drawing boxes. Here BUSI's lesions
 (one box per lesion) are split into two patient-level folds (``--data-opt cv=2``);
@@ -28,8 +29,10 @@ import numpy as np
 from flip2d import _per_case  # the benchmarks folder is on sys.path when run as a script
 
 from flipseg.data import load_dataset
+from flipseg.errors import FlipsegError
 from flipseg.evaluate import case_boxes, evaluate_methods
 from flipseg.methods import register_all
+from flipseg.methods.boxinst.model import train_boxinst_cli
 from flipseg.methods.boxrefine.model import (
     RefinedBoxSegmenter,
     edge_error,
@@ -43,12 +46,14 @@ register_all()
 CV = 2
 
 
-def _train(fold: int, out: Path, epochs: int) -> Path:
-    run = out / f"refiner_fold{fold}"  # a finished run resumes at its end and returns
+def _train(fold: int, out: Path, epochs: int, what: str = "refiner") -> Path:
+    """The box refiner (or, ``what="voter"``, the BoxInst U-Net) trained on the boxes of
+    the other fold."""
+    run = out / f"{what}_fold{fold}"  # a finished run resumes at its end and returns
     args = SimpleNamespace(dataset="busi", data_root=None, fold=fold, part=None, limit=None,
                            data_opt=["per_lesion=true", f"cv={CV}"], out=str(run),
                            set=[f"epochs={epochs}"], val_cases=64, no_progress=True)
-    train_box_refiner_cli(args)
+    (train_box_refiner_cli if what == "refiner" else train_boxinst_cli)(args)
     return run
 
 
@@ -62,24 +67,34 @@ def main(argv: list[str] | None = None) -> int:
                     help="box -> mask method run on the refined boxes (flip, flip-grabcut, "
                          "flip-vote, ...); the reference folder needs its <method>+refine rows")
     ap.add_argument("--out", default="runs/bench_refine_adapt")
+    ap.add_argument("--site-voter", action="store_true",
+                    help="with --method flip-vote: its BoxInst voter is trained on the other "
+                         "fold's boxes too (`flipseg train boxinst`, --voter-epochs)")
+    ap.add_argument("--voter-epochs", type=int, default=60, help="BoxInst epochs (~300 boxes)")
     a = ap.parse_args(argv)
+    if a.site_voter and a.method != "flip-vote":
+        raise FlipsegError("--site-voter needs --method flip-vote")
     out, ref = Path(a.out), Path(a.reference)
+    tag_mine = " + BUSI voter" if a.site_voter else ""
     shipped = load_refiner(None)
     folds = []  # (test cases, the refiner trained on the other fold), read once
     for fold in range(1, CV + 1):
         cases = [s for s in load_dataset("busi", fold=fold, part="test", cv=CV, per_lesion=True)
                  if s.get("box") is not None and s.get("mask") is not None]
-        folds.append((cases, load_refiner(_train(fold, out, a.epochs))))
+        voter = _train(fold, out, a.voter_epochs, "voter") if a.site_voter else None
+        folds.append((cases, load_refiner(_train(fold, out, a.epochs)), voter))
     lines = []
     for shift in ("0-10", None):
         tag = shift or "tight"
-        mine_name, shipped_name = f"{a.method}+refine (BUSI boxes)", f"{a.method}+refine"
+        mine_name = f"{a.method}+refine (BUSI boxes{tag_mine})"
+        shipped_name = f"{a.method}+refine"
         rows: dict[str, dict[str, dict[str, float]]] = {mine_name: {}}
         edges = {"given": [], "shipped refiner": [], "BUSI refiner": []}
-        for fold, (cases, refiner) in enumerate(folds, start=1):
-            d = out / tag / f"fold{fold}" / shipped_name
+        for fold, (cases, refiner, voter) in enumerate(folds, start=1):
+            d = out / tag / f"fold{fold}" / (shipped_name + ("+voter" if voter else ""))
             if not (d / "summary.json").exists():
-                seg = RefinedBoxSegmenter(get_segmenter(a.method), refiner)
+                opts = {"vote_model": voter} if voter else {}
+                seg = RefinedBoxSegmenter(get_segmenter(a.method, **opts), refiner)
                 evaluate_methods(cases, {shipped_name: seg}, dataset="busi-lesions", out_dir=d,
                                  box_shift=shift, progress=True, batch_size=64)
             rows[mine_name].update(_per_case(d / "cases.csv"))
@@ -91,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             edges["shipped refiner"].append(edge_error(shipped.refine_many(ims, given), tight) * len(cases))
             edges["BUSI refiner"].append(edge_error(refiner.refine_many(ims, given), tight) * len(cases))
         n = len(rows[mine_name])
-        refs = [m for m in dict.fromkeys(("flip", "ellipse", "flip+refine", shipped_name))
+        refs = [m for m in dict.fromkeys(("flip", "ellipse", "flip+refine", a.method, shipped_name))
                 if (ref / tag / m / "cases.csv").exists()]
         for name in refs:
             rows[name] = _per_case(ref / tag / name / "cases.csv")
@@ -114,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(section), flush=True)
         lines += section
     out.mkdir(parents=True, exist_ok=True)
-    report = out / ("report.md" if a.method == "flip" else f"report_{a.method}.md")
+    report = out / ("report.md" if a.method == "flip" else
+                    f"report_{a.method}{'_voter' if a.site_voter else ''}.md")
     report.write_text("\n".join(lines))
     print(json.dumps({"report": str(report)}))
     return 0

@@ -41,6 +41,12 @@ def _add_refine_arg(p: argparse.ArgumentParser) -> None:
                         "methods): the shipped one, or a `flipseg train box-refiner` run")
 
 
+def _add_vote_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--vote-model", default=None, metavar="RUN",
+                   help="flip-vote's third voter: a `flipseg train boxinst` run, e.g. trained on "
+                        "your own boxes (default: the shipped BoxInst U-Net)")
+
+
 def _add_box_recipe(tsub: Any, name: str, help_text: str, config_name: str, example: str,
                     val_help: str) -> None:
     """A ``flipseg train`` recipe that learns from the boxes of a 2D dataset (boxinst,
@@ -70,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--box-shift", default=None, help="box shift level: 0-10, 10-20 or 20-30")
     p.add_argument("--repeats", type=int, default=3, help="shifted copies per box")
     _add_refine_arg(p)
+    _add_vote_arg(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--no-progress", action="store_true")
@@ -83,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--box", default=None, help="x0,y0,x1,y1 (2D) or x0,y0,x1,y1,z0,z1 (3D)")
     p.add_argument("--mask", default=None, help="optional ground-truth mask (adds Dice to curves)")
     _add_refine_arg(p)
+    _add_vote_arg(p)
     _add_data_args(p)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0)

@@ -84,14 +84,23 @@ MODEL_METHODS = ("flip", "flip-grabcut", "flip-vote", "flip2d-slices", "boxinst"
 DIMS_METHODS = ("flip", "flip-grabcut", "flip-vote")
 
 
-def _method_opts(name: str, model: str | None, dims: int | None = None) -> dict[str, Any]:
+def _method_opts(name: str, model: str | None, dims: int | None = None,
+                 vote_model: str | None = None) -> dict[str, Any]:
     """Keyword arguments for ``get_segmenter(name, ...)``: ``model`` for the methods that
-    take one, and for Flip without ``--model`` the dimensionality of the cases (the
-    shipped 2D or 3D model)."""
+    take one, for Flip without ``--model`` the dimensionality of the cases (the
+    shipped 2D or 3D model), and ``--vote-model`` for ``flip-vote``."""
     opts: dict[str, Any] = {"model": model} if (model and name in MODEL_METHODS) else {}
     if dims is not None and not model and name in DIMS_METHODS:
         opts["dims"] = dims
+    if vote_model and name == "flip-vote":
+        opts["vote_model"] = vote_model
     return opts
+
+
+def _check_vote_model(args: argparse.Namespace, names: list[str]) -> None:
+    if getattr(args, "vote_model", None) and "flip-vote" not in names:
+        raise FlipsegError("--vote-model is the third voter of --method flip-vote; "
+                           "it does nothing for " + ", ".join(names))
 
 
 def _case_dims(cases: list[dict[str, Any]]) -> int:
@@ -111,7 +120,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     names = list(args.compare) if args.compare else (args.method or ["ellipse"])
     samples, errors, dataset = load_cases(args)
     dims = _case_dims(samples)
-    segmenters = {n: get_segmenter(n, **_method_opts(n, args.model, dims)) for n in names}
+    _check_vote_model(args, names)
+    segmenters = {n: get_segmenter(n, **_method_opts(n, args.model, dims, args.vote_model))
+                  for n in names}
     if args.refine_box:
         segmenters = _with_refined_boxes(segmenters, args.refine_box)
     for err in errors:
@@ -295,8 +306,10 @@ def run_segment(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.method is None:
         args.method = method_of_model(args.model) if args.model else "flip"
+    _check_vote_model(args, [args.method])
     seg = (None if args.method == "flip"
-           else get_segmenter(args.method, **_method_opts(args.method, args.model)))
+           else get_segmenter(args.method, **_method_opts(args.method, args.model,
+                                                          vote_model=args.vote_model)))
     needs_box = seg is None or seg.needs_box
     if args.image:
         cases = [_read_one_case(args, needs_box)]

@@ -125,3 +125,21 @@ def test_training_warns_when_the_unet_marks_almost_nothing_in_the_held_out_boxes
     fill = float(log[-1].split(",")[log[0].split(",").index("val_fill")])
     assert 0.25 < fill <= 1.0
     assert "training collapsed" not in capsys.readouterr().out
+
+
+def test_a_trained_boxinst_run_is_flip_votes_third_voter_from_the_cli(tmp_path, capsys):
+    run = tmp_path / "run"
+    tiny = ["--set", "epochs=1", "--set", "crop_size=32", "--set", "batch_size=8",
+            "--set", "channels=8,16,32"]
+    assert main(["train", "boxinst", "--dataset", "phantom2d", "--out", str(run),
+                 "--no-progress", *tiny]) == 0
+    data = ["--dataset", "phantom2d", "--data-opt", "n=2", "--no-progress"]
+    assert main(["evaluate", *data, "--method", "flip-vote", "--vote-model", str(run),
+                 "--out", str(tmp_path / "ev")]) == 0
+    assert "flip-vote" in (tmp_path / "ev" / "summary.md").read_text()
+    assert main(["evaluate", *data, "--method", "flip", "--vote-model", str(run),
+                 "--out", str(tmp_path / "ev2")]) == 2
+    assert "third voter of --method flip-vote" in capsys.readouterr().err
+    assert main(["evaluate", *data, "--method", "flip-vote", "--vote-model", str(tmp_path),
+                 "--out", str(tmp_path / "ev3")]) == 2
+    assert "no boxinst model" in capsys.readouterr().err
