@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         for other in reversed(refs):
             td = paired_ttest([mine[c]["dice"] for c in common], [rows[other][c]["dice"] for c in common])
             th = paired_ttest([mine[c]["hd"] for c in common], [rows[other][c]["hd"] for c in common])
-            section.append(f"| BUSI-boxes refiner vs {other} | {100 * td['mean_diff']:+.2f} | "
+            section.append(f"| {mine_name} vs {other} | {100 * td['mean_diff']:+.2f} | "
                            f"{td['p']:.2g} | {th['mean_diff']:+.2f} | {th['p']:.2g} |")
         section += ["", "| boxes | mean edge error px |", "|---|---|"]
         section += [f"| {k} | {sum(v) / n:.2f} |" for k, v in edges.items()] + [""]
