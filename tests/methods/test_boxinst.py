@@ -69,12 +69,18 @@ def test_boxinst_model_errors_and_options(tmp_path):
         BoxInstConfig(crop_size=30)
 
 
+#: A U-Net small enough to train in a second on the phantom images.
+TINY = ["--set", "crop_size=32", "--set", "batch_size=8", "--set", "channels=8,16,32"]
+
+
+def _train_tiny(run, epochs: int) -> int:
+    return main(["train", "boxinst", "--dataset", "phantom2d", "--out", str(run),
+                 "--no-progress", *TINY, "--set", f"epochs={epochs}"])
+
+
 def test_train_and_evaluate_boxinst_from_the_cli(tmp_path, capsys):
     run = tmp_path / "run"
-    tiny = ["--set", "epochs=2", "--set", "crop_size=32", "--set", "batch_size=8",
-            "--set", "channels=8,16,32"]
-    assert main(["train", "boxinst", "--dataset", "phantom2d", "--out", str(run),
-                 "--no-progress", *tiny]) == 0
+    assert _train_tiny(run, 2) == 0
     assert (run / "boxinst_model.pt").exists() and (run / "train_log.csv").exists()
     lines = (run / "train_log.csv").read_text().splitlines()
     assert len(lines) == 3 and "val_dice" in lines[0] and "val_fill" in lines[0]
@@ -112,15 +118,11 @@ def test_training_warns_when_the_unet_marks_almost_nothing_in_the_held_out_boxes
     def empty(self, images, boxes, **kw):
         return [np.zeros(np.shape(im), bool) for im in images]
 
-    tiny = ["--set", "epochs=1", "--set", "crop_size=32", "--set", "batch_size=8",
-            "--set", "channels=8,16,32"]
     monkeypatch.setattr(bi.BoxInstModel, "segment_many", empty)
-    assert main(["train", "boxinst", "--dataset", "phantom2d", "--out", str(tmp_path / "a"),
-                 "--no-progress", *tiny]) == 0
+    assert _train_tiny(tmp_path / "a", 1) == 0
     assert "training collapsed" in capsys.readouterr().out
     monkeypatch.undo()
-    assert main(["train", "boxinst", "--dataset", "phantom2d", "--out", str(tmp_path / "b"),
-                 "--no-progress", *tiny, "--set", "epochs=2"]) == 0
+    assert _train_tiny(tmp_path / "b", 2) == 0
     log = (tmp_path / "b" / "train_log.csv").read_text().splitlines()
     fill = float(log[-1].split(",")[log[0].split(",").index("val_fill")])
     assert 0.25 < fill <= 1.0
@@ -129,10 +131,7 @@ def test_training_warns_when_the_unet_marks_almost_nothing_in_the_held_out_boxes
 
 def test_a_trained_boxinst_run_is_flip_votes_third_voter_from_the_cli(tmp_path, capsys):
     run = tmp_path / "run"
-    tiny = ["--set", "epochs=1", "--set", "crop_size=32", "--set", "batch_size=8",
-            "--set", "channels=8,16,32"]
-    assert main(["train", "boxinst", "--dataset", "phantom2d", "--out", str(run),
-                 "--no-progress", *tiny]) == 0
+    assert _train_tiny(run, 1) == 0
     data = ["--dataset", "phantom2d", "--data-opt", "n=2", "--no-progress"]
     assert main(["evaluate", *data, "--method", "flip-vote", "--vote-model", str(run),
                  "--out", str(tmp_path / "ev")]) == 0
