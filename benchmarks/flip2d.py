@@ -9,7 +9,8 @@ Tables printed (markdown):
    ASD (mean±std) for flip, flip-grabcut (Flip masks refined by GrabCut),
    flip-vote (the majority of flip, flip-grabcut and the shipped BoxInst U-Net),
    flip-nofusion (the agents' mask without the ellipse-prior fusion), ellipse,
-   box, grabcut and, with a box refiner, flip+refine and ellipse+refine (the boxes
+   box, grabcut and, with a box refiner, flip+refine, flip-grabcut+refine,
+   flip-vote+refine and ellipse+refine (the boxes
    tightened first, ``--refine-box``); paired t-tests of the Flip rows against the
    ellipse (the floor) and GrabCut (the strongest classic baseline). Finished
    methods are read back from ``--out``, so an interrupted run resumes.
