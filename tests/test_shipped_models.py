@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from flipseg.boxes import Box
 from flipseg.data import load_dataset, make_phantom_3d
 from flipseg.methods.flip.infer import FlipModel, default_model_path
 from flipseg.metrics import compute_dice
@@ -55,10 +56,17 @@ def test_flip_vote_keeps_the_pixels_two_of_flip_its_grabcut_and_boxinst_agree_on
     register_all()
     ims, bxs = [s["image"] for s in samples], [s["box"] for s in samples]
     parts = [get_segmenter(m).segment_many(ims, bxs) for m in ("flip", "flip-grabcut", "boxinst")]
-    voted = get_segmenter("flip-vote").segment_many(ims, bxs)
+    seg = get_segmenter("flip-vote")
+    voted = seg.segment_many(ims, bxs)
     for i, v in enumerate(voted):
         count = sum(p[i].astype(int) for p in parts)
         np.testing.assert_array_equal(v, count >= 2)
+    # vote_parts (what `flipseg segment` draws) gives the same voters and vote
+    shown = seg.vote_parts(ims, bxs)
+    assert list(shown) == ["flip", "flip-grabcut", "boxinst", "flip-vote"]
+    for got, want in zip(shown.values(), [*parts, voted]):
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
     # the vote differs from each of its voters somewhere on these cases
     for p in parts:
         assert any((a != b).any() for a, b in zip(voted, p))
@@ -140,3 +148,23 @@ def test_demo_defaults_to_flip_vote_when_both_models_are_shipped():
 
     assert default_model_path(2).exists() and boxinst_model().exists()
     assert _best_default_method() == "flip-vote"
+
+
+def test_segment_flip_vote_writes_a_picture_of_its_voters(tmp_path):
+    from flipseg.cli import main
+    from flipseg.viz import mask_panels
+
+    out = tmp_path / "seg"
+    assert main(["segment", "--method", "flip-vote", "--dataset", "samples", "--limit", "2",
+                 "--out", str(out)]) == 0
+    pics = sorted(out.glob("*_voters.png"))
+    masks = sorted(out.glob("*_mask.png"))
+    assert len(pics) == 2 and len(masks) == 2
+    # four tiles of a box-shaped region, 200 px high under a 24 px title bar
+    img = np.zeros((100, 200), np.float32)
+    box = Box.parse("40,30,120,70")
+    m = box.to_mask(img.shape)
+    pic = mask_panels(img, box, {"a": m, "b": m, "c": m, "d": ~m}, gt=m)
+    assert pic.dtype == np.uint8 and pic.shape[0] == 224 and pic.shape[2] == 3
+    one = mask_panels(img, box, {"a": m})
+    assert pic.shape[1] == 4 * one.shape[1] + 3 * 4

@@ -297,7 +297,8 @@ def run_segment(args: argparse.Namespace) -> int:
     ``<case>_mask.nii.gz`` with the geometry of the input volume, overlays of
     the three planes through the box centre ``_overlay_{axial,coronal,sagittal}.png``
     (+ flip: ``_flipped.nii.gz``). Flip also writes the erase curve
-    ``_curve.png`` and ``_curve.csv``.
+    ``_curve.png`` and ``_curve.csv``; flip-vote a picture of its three voters and
+    their vote, ``_voters.png``.
     """
     from flipseg.bundles import method_of_model
     from flipseg.segmenters import get_segmenter
@@ -344,6 +345,16 @@ def run_segment(args: argparse.Namespace) -> int:
                          "eraser": r.eraser,
                          "initial_score": r.initial_score, "final_score": r.final_score,
                          "steps": int(r.curves["step"][-1])})
+    elif args.method == "flip-vote":  # the vote, and a picture of its three voters
+        from flipseg.viz import mask_panels, save_png
+
+        parts = seg.vote_parts([c["image"] for c in cases], [c["box"] for c in cases], seed=args.seed)
+        for i, c in enumerate(cases):
+            _write_result(out, c, parts["flip-vote"][i])
+            save_png(out / f"{c['case_id']}_voters.png",
+                     mask_panels(c["image"], c["box"], {k: v[i] for k, v in parts.items()},
+                                 gt=c.get("mask")))
+            rows.append({"case_id": c["case_id"], "method": args.method, "box": str(c["box"])})
     else:
         preds = seg.segment_many([c["image"] for c in cases], [c["box"] for c in cases],
                                  seed=args.seed)

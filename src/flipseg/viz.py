@@ -15,6 +15,7 @@ __all__ = [
     "to_uint8",
     "overlay",
     "heat_overlay",
+    "mask_panels",
     "save_png",
     "plot_erase_curve",
     "mid_slices",
@@ -77,6 +78,27 @@ def heat_overlay(image: np.ndarray, heat: np.ndarray, *, alpha: float = 0.45) ->
     colour = cv2.cvtColor(cv2.applyColorMap(h8, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB).astype(np.float32)
     grey = np.stack([g, g, g], -1).astype(np.float32)
     return np.clip((1 - alpha) * grey + alpha * colour, 0, 255).astype(np.uint8)
+
+
+def mask_panels(image: np.ndarray, box: Box, masks: dict[str, np.ndarray], *,
+                gt: np.ndarray | None = None, margin: float = 0.3, height: int = 200) -> np.ndarray:
+    """One RGB picture: a tile per named mask, side by side, each an :func:`overlay` of
+    the region around ``box`` (``margin`` of the box on every side) with the name above
+    it (e.g. the voters of ``flip-vote`` and their vote)."""
+    view = box.expand(margin, relative=True).clip(np.shape(image))
+    sl = view.slices()
+    crop_box = Box.from_lo_hi([b - v for b, v in zip(box.lo, view.lo)],
+                              [b - v for b, v in zip(box.hi, view.lo)])
+    tiles = []
+    for name, m in masks.items():
+        t = overlay(np.asarray(image)[sl], np.asarray(m, bool)[sl],
+                    gt=None if gt is None else np.asarray(gt, bool)[sl], box=crop_box)
+        w = max(1, int(round(t.shape[1] * height / t.shape[0])))
+        t = cv2.resize(t, (w, height), interpolation=cv2.INTER_NEAREST)
+        title = np.full((24, w, 3), 255, np.uint8)
+        cv2.putText(title, name, (4, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+        tiles += [np.vstack([title, t]), np.full((height + 24, 4, 3), 255, np.uint8)]
+    return np.hstack(tiles[:-1]) if tiles else np.zeros((height, 1, 3), np.uint8)
 
 
 def save_png(path: str | Path, array: np.ndarray) -> Path:

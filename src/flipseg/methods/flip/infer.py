@@ -201,17 +201,29 @@ class FlipSegmenter(Segmenter):
         return self.segment_many([image], [box], seed=seed)[0]
 
     def segment_many(self, images, boxes, *, seed: int = 0) -> list[np.ndarray]:
+        if self.voter is not None:
+            return self.vote_parts(images, boxes, seed=seed)["flip-vote"]
         res = self.model.segment_many(images, boxes, batch_size=self.batch_size, seed=seed)
         masks = [r.mask for r in res]
-        if self.refine is None:
-            return masks
+        return masks if self.refine is None else self._grabcut(images, boxes, masks, seed)
+
+    def _grabcut(self, images, boxes, masks, seed: int) -> list[np.ndarray]:
         from flipseg.baselines.grabcut import grabcut
 
-        cut = [grabcut(im, b, rng=np.random.default_rng(seed + i), init=m, init_core=self.refine_core)
-               for i, (im, b, m) in enumerate(zip(images, boxes, masks))]
+        return [grabcut(im, b, rng=np.random.default_rng(seed + i), init=m, init_core=self.refine_core)
+                for i, (im, b, m) in enumerate(zip(images, boxes, masks))]
+
+    def vote_parts(self, images, boxes, *, seed: int = 0) -> dict[str, list[np.ndarray]]:
+        """``flip-vote``'s three voters and their vote, per case: keys ``flip``,
+        ``flip-grabcut``, ``boxinst`` and ``flip-vote`` (``flipseg segment`` draws them)."""
         if self.voter is None:
-            return cut
-        return majority_vote(masks, cut, self.voter.segment_many(images, boxes, seed=seed))
+            raise FlipsegError("vote_parts needs the flip-vote segmenter (refine='vote')")
+        res = self.model.segment_many(images, boxes, batch_size=self.batch_size, seed=seed)
+        parts = {"flip": [r.mask for r in res]}
+        parts["flip-grabcut"] = self._grabcut(images, boxes, parts["flip"], seed)
+        parts["boxinst"] = self.voter.segment_many(images, boxes, seed=seed)
+        parts["flip-vote"] = majority_vote(*parts.values())
+        return parts
 
 
 def majority_vote(*mask_lists: Sequence[np.ndarray]) -> list[np.ndarray]:
