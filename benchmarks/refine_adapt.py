@@ -75,9 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     if a.site_voter and a.method != "flip-vote":
         raise FlipsegError("--site-voter needs --method flip-vote")
     out, ref = Path(a.out), Path(a.reference)
-    tag_mine = " + BUSI voter" if a.site_voter else ""
+    mine_name = f"{a.method}+refine (BUSI boxes{' + BUSI voter' if a.site_voter else ''})"
+    shipped_name = f"{a.method}+refine"
     shipped = load_refiner(None)
-    folds = []  # (test cases, the refiner trained on the other fold), read once
+    folds = []  # (test cases, the refiner and voter trained on the other fold), read once
     for fold in range(1, CV + 1):
         cases = [s for s in load_dataset("busi", fold=fold, part="test", cv=CV, per_lesion=True)
                  if s.get("box") is not None and s.get("mask") is not None]
@@ -86,8 +87,6 @@ def main(argv: list[str] | None = None) -> int:
     lines = []
     for shift in ("0-10", None):
         tag = shift or "tight"
-        mine_name = f"{a.method}+refine (BUSI boxes{tag_mine})"
-        shipped_name = f"{a.method}+refine"
         rows: dict[str, dict[str, dict[str, float]]] = {mine_name: {}}
         edges = {"given": [], "shipped refiner": [], "BUSI refiner": []}
         for fold, (cases, refiner, voter) in enumerate(folds, start=1):

@@ -345,21 +345,19 @@ def run_segment(args: argparse.Namespace) -> int:
                          "eraser": r.eraser,
                          "initial_score": r.initial_score, "final_score": r.final_score,
                          "steps": int(r.curves["step"][-1])})
-    elif args.method == "flip-vote":  # the vote, and a picture of its three voters
+    else:
         from flipseg.viz import mask_panels, save_png
 
-        parts = seg.vote_parts([c["image"] for c in cases], [c["box"] for c in cases], seed=args.seed)
-        for i, c in enumerate(cases):
-            _write_result(out, c, parts["flip-vote"][i])
-            save_png(out / f"{c['case_id']}_voters.png",
-                     mask_panels(c["image"], c["box"], {k: v[i] for k, v in parts.items()},
-                                 gt=c.get("mask")))
-            rows.append({"case_id": c["case_id"], "method": args.method, "box": str(c["box"])})
-    else:
-        preds = seg.segment_many([c["image"] for c in cases], [c["box"] for c in cases],
-                                 seed=args.seed)
-        for c, m in zip(cases, preds):
+        ims, bxs = [c["image"] for c in cases], [c["box"] for c in cases]
+        # flip-vote: also a picture of its three voters and their vote
+        parts = seg.vote_parts(ims, bxs, seed=args.seed) if args.method == "flip-vote" else None
+        preds = parts["flip-vote"] if parts else seg.segment_many(ims, bxs, seed=args.seed)
+        for i, (c, m) in enumerate(zip(cases, preds)):
             _write_result(out, c, np.asarray(m, bool))
+            if parts:
+                save_png(out / f"{c['case_id']}_voters.png",
+                         mask_panels(c["image"], c["box"], {k: v[i] for k, v in parts.items()},
+                                     gt=c.get("mask")))
             rows.append({"case_id": c["case_id"], "method": args.method, "box": str(c["box"])})
     for c, row in zip(cases, rows):
         if "given_box" in c:  # --refine-box: the box segmented above is the refined one

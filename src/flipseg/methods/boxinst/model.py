@@ -258,7 +258,6 @@ def train_boxinst(
     saved_parts = {"net": net, "opt": opt, "sched": sched}
     start, log = resume_epochs(state, saved_parts)
     train = [{"image": s["image"], "box": s["box"].validate(np.shape(s["image"]))} for s in train]
-    val = [s for s in val if s.get("box") is not None]
     for epoch in range(start, cfg.epochs):
         t0 = time.time()
         x, xs, bm = _stack(train, cfg, np.random.default_rng([cfg.seed, epoch]))
