@@ -142,3 +142,70 @@ def test_a_trained_boxinst_run_is_flip_votes_third_voter_from_the_cli(tmp_path, 
     assert main(["evaluate", *data, "--method", "flip-vote", "--vote-model", str(tmp_path),
                  "--out", str(tmp_path / "ev3")]) == 2
     assert "no boxinst model" in capsys.readouterr().err
+
+
+def test_mask_loss_is_lowest_for_the_target_mask():
+    from flipseg.methods.boxinst import mask_loss
+
+    tgt = _box_mask()
+    exact = (tgt * 2 - 1) * 20
+    assert float(mask_loss(exact, tgt)) < 1e-3
+    assert float(mask_loss(-exact, tgt)) > 1.5
+    half = exact.clone()
+    half[..., :, 18:] = -20
+    assert float(mask_loss(exact, tgt)) < float(mask_loss(half, tgt)) < float(mask_loss(-exact, tgt))
+
+
+def test_pseudo_masks_are_the_methods_masks_drawn_once_and_kept(tmp_path, monkeypatch):
+    from flipseg.data import load_dataset
+    from flipseg.methods.boxinst import model as bi
+    from flipseg.segmenters import get_segmenter
+
+    samples = load_dataset("phantom2d", n=3)
+    cfg = BoxInstConfig(supervision="pseudo", pseudo_method="ellipse")
+    drawn = bi.pseudo_masks(samples, cfg, tmp_path, progress=False)
+    ell = get_segmenter("ellipse")
+    for s, m in zip(samples, drawn):
+        assert m.shape == s["image"].shape and np.array_equal(m, ell.segment(s["image"], s["box"]))
+    assert (tmp_path / "pseudo_masks.npz").exists()
+
+    def no_method(name, **kw):
+        raise AssertionError("drawn again")
+
+    monkeypatch.setattr("flipseg.segmenters.get_segmenter", no_method)
+    again = bi.pseudo_masks(samples, cfg, tmp_path, progress=False)
+    assert all(np.array_equal(a, b) for a, b in zip(drawn, again))
+    # another method, or other boxes, are drawn anew
+    with pytest.raises(AssertionError, match="drawn again"):
+        bi.pseudo_masks(samples, BoxInstConfig(supervision="pseudo", pseudo_method="box"), tmp_path)
+    with pytest.raises(AssertionError, match="drawn again"):
+        bi.pseudo_masks(samples[:2], cfg, tmp_path)
+
+
+def test_the_unet_learns_the_masks_it_is_given(tmp_path):
+    """Fitted to filled boxes it marks whole boxes; fitted to their inscribed ellipses,
+    clearly less (pi/4 of each box once fully fitted)."""
+    fills = {}
+    for method in ("box", "ellipse"):
+        run = tmp_path / method
+        assert main(["train", "boxinst", "--dataset", "phantom2d", "--out", str(run), "--no-progress",
+                     *TINY, "--set", "epochs=80", "--set", "lr=3e-3", "--set", "supervision=pseudo",
+                     "--set", f"pseudo_method={method}"]) == 0
+        log = (run / "train_log.csv").read_text().splitlines()
+        fills[method] = float(log[-1].split(",")[log[0].split(",").index("val_fill")])
+    assert fills["box"] > 0.93
+    assert 0.6 < fills["ellipse"] < fills["box"] - 0.06
+
+
+def test_mask_supervision_needs_every_mask_and_pseudo_a_box_method(tmp_path):
+    from flipseg.data import load_dataset
+    from flipseg.methods.boxinst import model as bi
+
+    samples = load_dataset("phantom2d", n=3)
+    samples[1] = {**samples[1], "mask": None}
+    with pytest.raises(FlipsegError, match="1 of 3 have none"):
+        bi._targets(samples, BoxInstConfig(supervision="mask"), tmp_path, False)
+    with pytest.raises(FlipsegError, match="unknown|not a"):
+        bi.pseudo_masks(samples, BoxInstConfig(supervision="pseudo", pseudo_method="nope"), tmp_path)
+    assert main(["train", "boxinst", "--dataset", "phantom2d", "--out", str(tmp_path / "r"),
+                 "--set", "supervision=masks"]) == 2

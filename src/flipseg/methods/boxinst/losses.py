@@ -12,6 +12,10 @@
   outside it, which the projection loss drives to 0 (without them, filling the
   whole box satisfies both losses).
 
+``mask_loss`` (binary cross-entropy + soft Dice against a mask) is the loss of the
+U-Net's other supervisions: the true masks (the fully supervised bound) or the masks a
+box-only method draws (pseudo masks).
+
 Predictions are logits ``[B, 1, H, W]``; boxes are binary masks of the same shape.
 """
 
@@ -20,7 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["projection_loss", "pairwise_affinity", "pairwise_loss", "OFFSETS"]
+__all__ = ["projection_loss", "pairwise_affinity", "pairwise_loss", "mask_loss", "OFFSETS"]
 
 
 def OFFSETS(dilation: int) -> list[tuple[int, int]]:
@@ -84,3 +88,14 @@ def pairwise_loss(
         total = total - (same * w).sum()
         count = count + w.sum()
     return total / count.clamp_min(1.0)
+
+
+def mask_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """Binary cross-entropy + (1 - soft Dice per image), both averaged over the batch;
+    ``target`` is a 0/1 mask of the logits' shape."""
+    target = target.float()
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    p = torch.sigmoid(logits).flatten(1)
+    t = target.flatten(1)
+    dice = (2.0 * (p * t).sum(-1) + eps) / (p.sum(-1) + t.sum(-1) + eps)
+    return bce + (1.0 - dice).mean()

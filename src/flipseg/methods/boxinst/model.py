@@ -4,11 +4,17 @@ The network sees the box with a margin (``margin`` of its size on every side),
 resized to ``crop_size`` squared, and predicts the lesion mask of that crop. Only
 boxes supervise it: the projection loss ties the mask to the box edges and the
 pairwise loss spreads labels between neighbouring pixels of similar intensity
-(ramped up over ``pairwise_warmup`` epochs, as BoxInst warms it up). Masks of
-held-out boxes, when known, are used for the validation Dice only.
+(ramped up over ``pairwise_warmup_steps`` optimizer steps, as BoxInst warms it up).
+Masks of held-out boxes, when known, are used for the validation Dice only.
+
+Two other supervisions train the same network (``supervision``): ``pseudo`` fits it to
+the masks a box-only method draws from the training boxes (a distillation of, by
+default, ``flip-vote``: still boxes only), and ``mask`` fits it to the true masks, the
+fully supervised bound against which the box-only methods are measured.
 
 Run folder: ``config.json``, ``boxinst_checkpoint.pt`` (after every epoch; a re-run
-resumes), ``train_log.csv`` and the inference bundle ``boxinst_model.pt``.
+resumes), ``train_log.csv``, the inference bundle ``boxinst_model.pt`` and, with
+``supervision=pseudo``, the pseudo masks (``pseudo_masks.npz``, drawn once).
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ from tqdm.auto import tqdm
 
 from flipseg.boxes import Box
 from flipseg.errors import FlipsegError
-from flipseg.methods.boxinst.losses import pairwise_loss, projection_loss
+from flipseg.io_utils import atomic_save
+from flipseg.methods.boxinst.losses import mask_loss, pairwise_loss, projection_loss
 from flipseg.methods.common import RecipeConfig
 from flipseg.methods.training import (
     NetworkBundle,
@@ -49,11 +56,13 @@ __all__ = [
     "BoxInstSegmenter",
     "crop_box",
     "default_model_path",
+    "pseudo_masks",
     "train_boxinst",
 ]
 
 CHECKPOINT = "boxinst_checkpoint.pt"
 MODEL_FILE = "boxinst_model.pt"
+PSEUDO_FILE = "pseudo_masks.npz"
 _FORMAT = "flipseg-boxinst-1"
 #: A last-epoch mean share of the held-out boxes below this reads as a collapsed U-Net.
 COLLAPSED_FILL = 0.25
@@ -96,6 +105,15 @@ class BoxInstConfig(RecipeConfig):
     of the crop stretched to 0-1: scanners and gains differ between datasets)."""
     intensity_aug: bool = False
     """Training only: random gamma (0.7-1.4) and contrast (0.8-1.2) per crop."""
+    supervision: str = "box"
+    """What teaches the U-Net: ``box`` (BoxInst's projection + pairwise losses; boxes
+    only), ``pseudo`` (binary cross-entropy + Dice against the masks ``pseudo_method``
+    draws from each training box: boxes only, a distillation of that method) or
+    ``mask`` (the same loss against the true masks: the fully supervised bound; every
+    training case needs its mask)."""
+    pseudo_method: str = "flip-vote"
+    """The box -> mask method that draws the pseudo masks of ``supervision=pseudo`` (any
+    box-prompted ``--method`` name). Drawn once, kept in the run folder."""
     threshold: float = 0.5
     fill_holes: bool = True
     largest_component: bool = True
@@ -117,6 +135,7 @@ class BoxInstConfig(RecipeConfig):
             "tau": 0 <= self.tau <= 1,
             "threshold": 0 < self.threshold < 1,
             "normalize": self.normalize in ("none", "percentile"),
+            "supervision": self.supervision in ("box", "pseudo", "mask"),
         })
 
 
@@ -218,13 +237,19 @@ def _boxinst_factory(**opts: Any) -> BoxInstSegmenter:
 
 
 # ------------------------------------------------------------------- training
-def _stack(samples: Sequence[dict[str, Any]], cfg: BoxInstConfig, rng: np.random.Generator):
+def _stack(samples: Sequence[dict[str, Any]], cfg: BoxInstConfig, rng: np.random.Generator,
+           targets: Sequence[np.ndarray] | None = None):
     """One epoch's training crops, each side's margin drawn around ``cfg.margin``
-    (and, with ``intensity_aug``, a random gamma and contrast per crop)."""
-    crops, smooth, bms = [], [], []
-    for s in samples:
+    (and, with ``intensity_aug``, a random gamma and contrast per crop): (crops,
+    smoothed crops, box masks, target masks cropped alike or None)."""
+    crops, smooth, bms, tgs = [], [], [], []
+    S = cfg.crop_size
+    for i, s in enumerate(samples):
         m = cfg.margin + rng.uniform(-cfg.margin_jitter, cfg.margin_jitter, size=4)
-        c, sm, bm, _ = crop_box(s["image"], s["box"], cfg, np.clip(m, 0.0, None))
+        c, sm, bm, view = crop_box(s["image"], s["box"], cfg, np.clip(m, 0.0, None))
+        if targets is not None:
+            tg = resize(np.asarray(targets[i], np.float32)[view.slices()], (S, S)) >= 0.5
+            tgs.append(tg.astype(np.float32))
         if cfg.intensity_aug:
             gamma, gain = np.exp(rng.uniform(np.log(0.7), np.log(1.4))), rng.uniform(0.8, 1.2)
             c = np.clip(0.5 + gain * (c**gamma - 0.5), 0, 1).astype(np.float32)
@@ -232,8 +257,71 @@ def _stack(samples: Sequence[dict[str, Any]], cfg: BoxInstConfig, rng: np.random
         crops.append(c)
         smooth.append(sm)
         bms.append(bm)
+    tg_t = torch.from_numpy(np.stack(tgs)[:, None]) if targets is not None else None
     return (torch.from_numpy(np.stack(crops)[:, None]), torch.from_numpy(np.stack(smooth)[:, None]),
-            torch.from_numpy(np.stack(bms)[:, None]))
+            torch.from_numpy(np.stack(bms)[:, None]), tg_t)
+
+
+def _box_key(boxes: Sequence[Box]) -> np.ndarray:
+    return np.array([[*b.lo, *b.hi] for b in boxes], np.int64).reshape(len(boxes), -1)
+
+
+def pseudo_masks(
+    samples: Sequence[dict[str, Any]], cfg: BoxInstConfig, run_dir: str | Path, *,
+    progress: bool = True, chunk: int = 64,
+) -> list[np.ndarray]:
+    """The masks ``cfg.pseudo_method`` draws from each sample's box (full image shape,
+    bool). Read back from ``run_dir/pseudo_masks.npz`` when it holds the same method and
+    boxes, else drawn (``chunk`` boxes per batched call) and saved there."""
+    import flipseg.methods  # noqa: F401  (registers the trained methods)
+    from flipseg.segmenters import get_segmenter
+
+    path = Path(run_dir) / PSEUDO_FILE
+    boxes = [s["box"] for s in samples]
+    key = _box_key(boxes)
+    if path.exists():
+        with np.load(path) as z:
+            if str(z["method"]) == cfg.pseudo_method and np.array_equal(z["boxes"], key):
+                out = []
+                for i, (s, b) in enumerate(zip(samples, boxes)):
+                    full = np.zeros(np.shape(s["image"]), bool)
+                    full[b.slices()] = z[f"m{i}"]
+                    out.append(full)
+                return out
+    seg = get_segmenter(cfg.pseudo_method)
+    if not seg.needs_box or 2 not in seg.dims:
+        raise FlipsegError(f"pseudo_method={cfg.pseudo_method} is not a 2D box -> mask method")
+    out = []
+    bar = tqdm(total=len(samples), desc=f"pseudo masks ({cfg.pseudo_method})",
+               disable=not progress, leave=False)
+    for start in range(0, len(samples), chunk):
+        part = samples[start : start + chunk]
+        out += [np.asarray(m, bool) for m in seg.segment_many(
+            [s["image"] for s in part], [s["box"] for s in part], seed=cfg.seed + start)]
+        bar.update(len(part))
+    bar.close()
+    arrays = {f"m{i}": m[b.slices()] for i, (m, b) in enumerate(zip(out, boxes))}
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:  # a file object: given a path, numpy would append .npz
+            np.savez_compressed(fh, method=np.array(cfg.pseudo_method), boxes=key, **arrays)
+
+    atomic_save(path, write)
+    return out
+
+
+def _targets(samples: Sequence[dict[str, Any]], cfg: BoxInstConfig, run_dir: Path,
+             progress: bool) -> list[np.ndarray] | None:
+    """The masks the U-Net is fitted to: None (``box``), the pseudo masks or the true ones."""
+    if cfg.supervision == "box":
+        return None
+    if cfg.supervision == "pseudo":
+        return pseudo_masks(samples, cfg, run_dir, progress=progress)
+    missing = sum(s.get("mask") is None for s in samples)
+    if missing:
+        raise FlipsegError(f"supervision=mask needs the mask of every training case; "
+                           f"{missing} of {len(samples)} have none")
+    return [np.asarray(s["mask"], bool) for s in samples]
 
 
 def train_boxinst(
@@ -257,34 +345,39 @@ def train_boxinst(
     )
     saved_parts = {"net": net, "opt": opt, "sched": sched}
     start, log = resume_epochs(state, saved_parts)
-    train = [{"image": s["image"], "box": s["box"].validate(np.shape(s["image"]))} for s in train]
+    train = [{"image": s["image"], "box": s["box"].validate(np.shape(s["image"])),
+              "mask": s.get("mask")} for s in train]
+    targets = _targets(train, cfg, run, progress)
     for epoch in range(start, cfg.epochs):
         t0 = time.time()
-        x, xs, bm = _stack(train, cfg, np.random.default_rng([cfg.seed, epoch]))
+        x, xs, bm, tg = _stack(train, cfg, np.random.default_rng([cfg.seed, epoch]), targets)
         net.train()
         g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         order = torch.randperm(len(x), generator=g)
         flips = torch.rand(len(x), generator=g) < 0.5
-        tot = {"loss": 0.0, "projection": 0.0, "pairwise": 0.0}
+        tot = dict.fromkeys(("loss",) if tg is not None else ("loss", "projection", "pairwise"), 0.0)
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not progress, leave=False)
         for i in bar:
             idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            xb, sb, bb = x[idx], xs[idx], bm[idx]
-            f = flips[idx]
-            xb, sb, bb = (torch.where(f[:, None, None, None], t.flip(-1), t) for t in (xb, sb, bb))
+            f = flips[idx][:, None, None, None]
+            xb, sb, bb = (torch.where(f, t[idx].flip(-1), t[idx]) for t in (x, xs, bm))
             logits = net(xb)
-            lp = projection_loss(logits, bb)
-            lw = pairwise_loss(logits, sb, bb, dilation=cfg.dilation, theta=cfg.theta, tau=cfg.tau)
-            ramp = min(1.0, (epoch * steps_per_epoch + i) / max(cfg.pairwise_warmup_steps, 1))
-            loss = lp + cfg.pairwise_weight * ramp * lw
+            if tg is not None:  # pseudo or true masks: a plain segmentation loss
+                loss = mask_loss(logits, torch.where(f, tg[idx].flip(-1), tg[idx]))
+                parts = {}
+            else:
+                lp = projection_loss(logits, bb)
+                lw = pairwise_loss(logits, sb, bb, dilation=cfg.dilation, theta=cfg.theta, tau=cfg.tau)
+                ramp = min(1.0, (epoch * steps_per_epoch + i) / max(cfg.pairwise_warmup_steps, 1))
+                loss = lp + cfg.pairwise_weight * ramp * lw
+                parts = {"projection": lp.item(), "pairwise": lw.item()}
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
-            tot["loss"] += loss.item()
-            tot["projection"] += lp.item()
-            tot["pairwise"] += lw.item()
+            for k, v in {"loss": loss.item(), **parts}.items():
+                tot[k] += v
             bar.set_postfix(loss=f"{loss.item():.3f}")
         bar.close()
         row: dict[str, float] = {"epoch": epoch + 1}
