@@ -12,6 +12,12 @@ pseudo-mask U-Net as its third voter, and the inscribed ellipse. Tight boxes on 
 fold 5 and on BUSI's lesions (one box per lesion; external). Prints Dice, JAC, HD, ASD
 (mean±std) and paired t-tests of every row against the fully supervised U-Net and the
 ellipse. Each method's per-case scores are kept under ``--out`` and read back on a re-run.
+
+``--site-mask-runs R1,R2`` adds BUSI's in-domain bound: K runs trained with
+``supervision=mask`` on BUSI's own masks, run k by
+``flipseg train boxinst --dataset busi --data-opt per_lesion=true --data-opt cv=K
+--fold k --set supervision=mask --set epochs=60``; each is scored on the lesions of
+the fold it did not see, and the K folds make one row over all lesions.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -44,7 +51,8 @@ def _cases(dataset: str, limit: int | None) -> list[dict]:
 
 def _per_case(path: Path) -> dict[str, dict[str, float]]:
     with open(path) as f:
-        return {r["case_id"]: {m: float(r[m]) for m in METRICS} for r in csv.DictReader(f)}
+        return {r["case_id"]: {m: float(r[m]) for m in (*METRICS, "seconds")}
+                for r in csv.DictReader(f)}
 
 
 def _methods(a: argparse.Namespace) -> dict[str, tuple[str, dict]]:
@@ -61,6 +69,32 @@ def _methods(a: argparse.Namespace) -> dict[str, tuple[str, dict]]:
             "flip-vote", {"vote_model": a.pseudo_run})
     rows["U-Net on true masks (fully supervised)"] = ("boxinst", {"model": a.mask_run})
     return rows
+
+
+def _site_rows(runs: list[str], limit: int | None, out: Path) -> dict[str, dict[str, float]]:
+    """Per-lesion scores of the cross-fitted in-domain runs, each on its held-out fold."""
+    pc: dict[str, dict[str, float]] = {}
+    for k, run in enumerate(runs, start=1):
+        sub = out / f"fold{k}"
+        if not (sub / "cases.csv").exists():
+            cases = load_dataset("busi", fold=k, part="test", per_lesion=True, cv=len(runs))
+            cases = [x for x in cases if x.get("mask") is not None and x.get("box") is not None]
+            evaluate_methods(cases[:limit] if limit else cases,
+                             {"boxinst": get_segmenter("boxinst", model=run)},
+                             dataset="busi", out_dir=sub, progress=True, batch_size=64)
+        pc.update(_per_case(sub / "cases.csv"))
+    return pc
+
+
+def _summary(row: str, pc: dict[str, dict[str, float]]) -> dict:
+    """A format_table row from per-case scores."""
+    import numpy as np
+
+    return {"method": row, "dataset": "busi", "n": len(pc),
+            "seconds_per_case": float(np.mean([v["seconds"] for v in pc.values()])),
+            "metrics": {m: {"mean": float(np.mean([v[m] for v in pc.values()])),
+                            "std": float(np.std([v[m] for v in pc.values()], ddof=1))}
+                        for m in METRICS}}
 
 
 def _ttests(pc: dict[str, dict], ref: str) -> list[str]:
@@ -84,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="`flipseg train boxinst --set supervision=mask` run")
     ap.add_argument("--pseudo-run", default=None,
                     help="`flipseg train boxinst --set supervision=pseudo` run")
+    ap.add_argument("--site-mask-runs", type=lambda v: v.split(","), default=None,
+                    help="comma-separated BUSI `supervision=mask` runs, run k trained "
+                         "without fold k of a patient-level split into as many folds")
     ap.add_argument("--datasets", default="bus-bra,busi")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--out", default="runs/bench_supervision")
@@ -94,18 +131,33 @@ def main(argv: list[str] | None = None) -> int:
         cases = _cases(ds, a.limit)
         d = Path(a.out) / ds
         pc, summaries = {}, []
-        for i, (row, (method, opts)) in enumerate(rows.items()):
-            sub = d / f"row{i}"
+        site = ds == "busi" and a.site_mask_runs
+        for row, (method, opts) in rows.items():
+            sub = d / re.sub(r"[^a-z0-9]+", "_", row.lower()).strip("_")
             if not (sub / "cases.csv").exists():  # one method: its files lie in sub
                 evaluate_methods(cases, {method: get_segmenter(method, **opts)}, dataset=ds,
                                  out_dir=sub, progress=True, batch_size=64)
             pc[row] = _per_case(sub / "cases.csv")
             summaries.append({**json.loads((sub / "summary.json").read_text()),
                               "method": row})
+        if site:
+            row = f"U-Net on BUSI's own masks ({len(site)}-fold, fully supervised in-domain)"
+            pc[row] = _site_rows(site, a.limit, d / "site_masks")
+            summaries.append(_summary(row, pc[row]))
         lines += [f"### {ds}: tight boxes ({len(cases)} lesions)",
                   format_table(summaries, METRICS), ""]
+        if ds == "busi":  # BUSI's case ids start with the class
+            lines += ["| BUSI Dice by class | benign | malignant |", "|---|---|---|"]
+            for name, cases_pc in pc.items():
+                by = {c: [v["dice"] for k, v in cases_pc.items() if k.startswith(c)]
+                      for c in ("benign", "malignant")}
+                lines.append(f"| {name} | " + " | ".join(
+                    f"{100 * sum(v) / max(len(v), 1):.2f} (n={len(v)})" for v in by.values()) + " |")
+            lines.append("")
         lines += _ttests(pc, "U-Net on true masks (fully supervised)") + [""]
         lines += _ttests(pc, "inscribed ellipse") + [""]
+        if site:
+            lines += _ttests(pc, row) + [""]
     text = "\n".join(lines)
     print(text)
     Path(a.out).mkdir(parents=True, exist_ok=True)

@@ -209,3 +209,8 @@ def test_mask_supervision_needs_every_mask_and_pseudo_a_box_method(tmp_path):
         bi.pseudo_masks(samples, BoxInstConfig(supervision="pseudo", pseudo_method="nope"), tmp_path)
     assert main(["train", "boxinst", "--dataset", "phantom2d", "--out", str(tmp_path / "r"),
                  "--set", "supervision=masks"]) == 2
+    # the phantoms have every mask: a fully supervised run logs its one loss, no box terms
+    assert main(["train", "boxinst", "--dataset", "phantom2d", "--out", str(tmp_path / "m"),
+                 "--no-progress", *TINY, "--set", "epochs=1", "--set", "supervision=mask"]) == 0
+    head = (tmp_path / "m" / "train_log.csv").read_text().splitlines()[0].split(",")
+    assert "loss" in head and "val_dice" in head and "pairwise" not in head
