@@ -270,11 +270,14 @@ def pseudo_masks(
     samples: Sequence[dict[str, Any]], cfg: BoxInstConfig, run_dir: str | Path, *,
     progress: bool = True, chunk: int = 64,
 ) -> list[np.ndarray]:
-    """The masks ``cfg.pseudo_method`` draws from each sample's box (full image shape,
-    bool). Read back from ``run_dir/pseudo_masks.npz`` when it holds the same method and
-    boxes, else drawn (``chunk`` boxes per batched call) and saved there."""
-    import flipseg.methods  # noqa: F401  (registers the trained methods)
+    """The masks ``cfg.pseudo_method`` draws inside each sample's box (full image shape,
+    bool; anything outside the box is dropped). Read back from ``run_dir/pseudo_masks.npz``
+    when it holds the same method and boxes, else drawn (``chunk`` boxes per batched
+    call) and saved there."""
+    from flipseg.methods import register_all
     from flipseg.segmenters import get_segmenter
+
+    register_all()
 
     path = Path(run_dir) / PSEUDO_FILE
     boxes = [s["box"] for s in samples]
