@@ -214,3 +214,40 @@ def test_mask_supervision_needs_every_mask_and_pseudo_a_box_method(tmp_path):
                  "--no-progress", *TINY, "--set", "epochs=1", "--set", "supervision=mask"]) == 0
     head = (tmp_path / "m" / "train_log.csv").read_text().splitlines()[0].split(",")
     assert "loss" in head and "val_dice" in head and "pairwise" not in head
+
+
+def test_pseudo_masks_resume_after_a_kill_and_draw_only_the_rest(tmp_path, monkeypatch):
+    from flipseg.data import load_dataset
+    from flipseg.methods.boxinst import model as bi
+    from flipseg.segmenters import get_segmenter
+
+    samples = load_dataset("phantom2d", n=5)
+    cfg = BoxInstConfig(supervision="pseudo", pseudo_method="ellipse")
+    drawn: list[int] = []
+
+    class Killed(Exception):
+        pass
+
+    def counting(kill_after):
+        ell = get_segmenter("ellipse")
+
+        class Seg:
+            needs_box, dims = True, (2,)
+
+            def segment_many(self, images, boxes, seed=0):
+                if len(drawn) >= kill_after:
+                    raise Killed
+                drawn.extend([1] * len(images))
+                return ell.segment_many(images, boxes, seed=seed)
+        return lambda name, **kw: Seg()
+
+    monkeypatch.setattr("flipseg.segmenters.get_segmenter", counting(kill_after=3))
+    with pytest.raises(Killed):
+        bi.pseudo_masks(samples, cfg, tmp_path, progress=False, chunk=2)
+    assert drawn == [1] * 4  # two chunks of two were drawn and kept before the kill
+    drawn.clear()
+    monkeypatch.setattr("flipseg.segmenters.get_segmenter", counting(kill_after=99))
+    masks = bi.pseudo_masks(samples, cfg, tmp_path, progress=False, chunk=2)
+    assert drawn == [1]  # only the fifth box is drawn again
+    ell = get_segmenter("ellipse")
+    assert all(np.array_equal(m, ell.segment(s["image"], s["box"])) for s, m in zip(samples, masks))

@@ -271,46 +271,54 @@ def pseudo_masks(
     progress: bool = True, chunk: int = 64,
 ) -> list[np.ndarray]:
     """The masks ``cfg.pseudo_method`` draws inside each sample's box (full image shape,
-    bool; anything outside the box is dropped). Read back from ``run_dir/pseudo_masks.npz``
-    when it holds the same method and boxes, else drawn (``chunk`` boxes per batched
-    call) and saved there."""
+    bool; anything outside the box is dropped), ``chunk`` boxes per batched call.
+
+    ``run_dir/pseudo_masks.npz`` is rewritten after every chunk: a re-run with the same
+    method and boxes reads back what was drawn and draws only the rest (a killed run
+    loses one chunk at most)."""
     from flipseg.methods import register_all
     from flipseg.segmenters import get_segmenter
 
     register_all()
-
     path = Path(run_dir) / PSEUDO_FILE
     boxes = [s["box"] for s in samples]
     key = _box_key(boxes)
+    kept: list[np.ndarray] = []  # masks inside their boxes, in sample order
     if path.exists():
         with np.load(path) as z:
-            if str(z["method"]) == cfg.pseudo_method and np.array_equal(z["boxes"], key):
-                out = []
-                for i, (s, b) in enumerate(zip(samples, boxes)):
-                    full = np.zeros(np.shape(s["image"]), bool)
-                    full[b.slices()] = z[f"m{i}"]
-                    out.append(full)
-                return out
-    seg = get_segmenter(cfg.pseudo_method)
-    if not seg.needs_box or 2 not in seg.dims:
-        raise FlipsegError(f"pseudo_method={cfg.pseudo_method} is not a 2D box -> mask method")
+            done = z["boxes"]
+            if (str(z["method"]) == cfg.pseudo_method and len(done) <= len(key)
+                    and np.array_equal(done, key[: len(done)])):
+                kept = [z[f"m{i}"] for i in range(len(done))]
+    if len(kept) < len(samples):
+        seg = get_segmenter(cfg.pseudo_method)
+        if not seg.needs_box or 2 not in seg.dims:
+            raise FlipsegError(f"pseudo_method={cfg.pseudo_method} is not a 2D box -> mask method")
+        bar = tqdm(total=len(samples), initial=len(kept), desc=f"pseudo masks ({cfg.pseudo_method})",
+                   disable=not progress, leave=False)
+        for start in range(len(kept), len(samples), chunk):
+            part = samples[start : start + chunk]
+            masks = seg.segment_many([s["image"] for s in part], [s["box"] for s in part],
+                                     seed=cfg.seed + start)
+            kept += [np.asarray(m, bool)[s["box"].slices()] for m, s in zip(masks, part)]
+            _save_pseudo(path, cfg.pseudo_method, key[: len(kept)], kept)
+            bar.update(len(part))
+        bar.close()
     out = []
-    bar = tqdm(total=len(samples), desc=f"pseudo masks ({cfg.pseudo_method})",
-               disable=not progress, leave=False)
-    for start in range(0, len(samples), chunk):
-        part = samples[start : start + chunk]
-        out += [np.asarray(m, bool) for m in seg.segment_many(
-            [s["image"] for s in part], [s["box"] for s in part], seed=cfg.seed + start)]
-        bar.update(len(part))
-    bar.close()
-    arrays = {f"m{i}": m[b.slices()] for i, (m, b) in enumerate(zip(out, boxes))}
+    for s, b, m in zip(samples, boxes, kept):
+        full = np.zeros(np.shape(s["image"]), bool)
+        full[b.slices()] = m
+        out.append(full)
+    return out
 
+
+def _save_pseudo(path: Path, method: str, key: np.ndarray, kept: Sequence[np.ndarray]) -> None:
     def write(tmp: str) -> None:
         with open(tmp, "wb") as fh:  # a file object: given a path, numpy would append .npz
-            np.savez_compressed(fh, method=np.array(cfg.pseudo_method), boxes=key, **arrays)
+            np.savez_compressed(fh, method=np.array(method), boxes=key,
+                                **{f"m{i}": m for i, m in enumerate(kept)})
 
     atomic_save(path, write)
-    return out
 
 
 def _targets(samples: Sequence[dict[str, Any]], cfg: BoxInstConfig, run_dir: Path,
