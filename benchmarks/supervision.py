@@ -11,7 +11,8 @@ the shipped box-only methods (BoxInst, Flip, flip-vote), the same flip-vote with
 pseudo-mask U-Net as its third voter, and the inscribed ellipse. Tight boxes on BUS-BRA
 fold 5 and on BUSI's lesions (one box per lesion; external). Prints Dice, JAC, HD, ASD
 (mean±std) and paired t-tests of every row against the fully supervised U-Net and the
-ellipse. Each method's per-case scores are kept under ``--out`` and read back on a re-run.
+ellipse. Each method's per-case scores are kept under ``--out`` and read back on a re-run
+with the same method, model and cases.
 
 ``--site-mask-runs R1,R2`` adds BUSI's in-domain bound: K runs trained with
 ``supervision=mask`` on BUSI's own masks, run k by
@@ -71,18 +72,28 @@ def _methods(a: argparse.Namespace) -> dict[str, tuple[str, dict]]:
     return rows
 
 
+def _scores(sub: Path, cases: list[dict], method: str, opts: dict, ds: str) -> dict:
+    """Per-case scores of one method under ``sub``: read back when ``sub/spec.json`` names
+    the same method, options and cases, else evaluated (one method: its files lie in sub)."""
+    spec = {"method": method, "opts": {k: str(v) for k, v in opts.items()},
+            "cases": [c["case_id"] for c in cases]}
+    done = sub / "spec.json"
+    if not (done.exists() and json.loads(done.read_text()) == spec
+            and (sub / "cases.csv").exists()):
+        evaluate_methods(cases, {method: get_segmenter(method, **opts)}, dataset=ds,
+                         out_dir=sub, progress=True, batch_size=64)
+        done.write_text(json.dumps(spec))
+    return _per_case(sub / "cases.csv")
+
+
 def _site_rows(runs: list[str], limit: int | None, out: Path) -> dict[str, dict[str, float]]:
     """Per-lesion scores of the cross-fitted in-domain runs, each on its held-out fold."""
     pc: dict[str, dict[str, float]] = {}
     for k, run in enumerate(runs, start=1):
-        sub = out / f"fold{k}"
-        if not (sub / "cases.csv").exists():
-            cases = load_dataset("busi", fold=k, part="test", per_lesion=True, cv=len(runs))
-            cases = [x for x in cases if x.get("mask") is not None and x.get("box") is not None]
-            evaluate_methods(cases[:limit] if limit else cases,
-                             {"boxinst": get_segmenter("boxinst", model=run)},
-                             dataset="busi", out_dir=sub, progress=True, batch_size=64)
-        pc.update(_per_case(sub / "cases.csv"))
+        cases = load_dataset("busi", fold=k, part="test", per_lesion=True, cv=len(runs))
+        cases = [x for x in cases if x.get("mask") is not None and x.get("box") is not None]
+        pc.update(_scores(out / f"fold{k}", cases[:limit] if limit else cases, "boxinst",
+                          {"model": run}, "busi"))
     return pc
 
 
@@ -134,16 +145,13 @@ def main(argv: list[str] | None = None) -> int:
         site = ds == "busi" and a.site_mask_runs
         for row, (method, opts) in rows.items():
             sub = d / re.sub(r"[^a-z0-9]+", "_", row.lower()).strip("_")
-            if not (sub / "cases.csv").exists():  # one method: its files lie in sub
-                evaluate_methods(cases, {method: get_segmenter(method, **opts)}, dataset=ds,
-                                 out_dir=sub, progress=True, batch_size=64)
-            pc[row] = _per_case(sub / "cases.csv")
+            pc[row] = _scores(sub, cases, method, opts, ds)
             summaries.append({**json.loads((sub / "summary.json").read_text()),
                               "method": row})
+        site_row = f"U-Net on BUSI's own masks ({len(site or [])}-fold, fully supervised in-domain)"
         if site:
-            row = f"U-Net on BUSI's own masks ({len(site)}-fold, fully supervised in-domain)"
-            pc[row] = _site_rows(site, a.limit, d / "site_masks")
-            summaries.append(_summary(row, pc[row]))
+            pc[site_row] = _site_rows(site, a.limit, d / "site_masks")
+            summaries.append(_summary(site_row, pc[site_row]))
         lines += [f"### {ds}: tight boxes ({len(cases)} lesions)",
                   format_table(summaries, METRICS), ""]
         if ds == "busi":  # BUSI's case ids start with the class
@@ -157,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         lines += _ttests(pc, "U-Net on true masks (fully supervised)") + [""]
         lines += _ttests(pc, "inscribed ellipse") + [""]
         if site:
-            lines += _ttests(pc, row) + [""]
+            lines += _ttests(pc, site_row) + [""]
     text = "\n".join(lines)
     print(text)
     Path(a.out).mkdir(parents=True, exist_ok=True)
