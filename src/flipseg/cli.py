@@ -124,8 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--classifier-network", default=None, help="compact or resnet18")
     t.add_argument("--val-cases", type=int, default=64, help="held-out boxes for validation")
     t.add_argument("--no-progress", action="store_true")
-    _add_box_recipe(tsub, "boxinst", "box-supervised U-Net (BoxInst projection + pairwise losses)",
-                    "BoxInstConfig", "--set epochs=10 --set crop_size=64",
+    _add_box_recipe(tsub, "boxinst", "box-supervised U-Net (BoxInst projection + pairwise losses; "
+                    "--set supervision=pseudo fits it to flip-vote's masks of the boxes, "
+                    "supervision=mask to the true masks)",
+                    "BoxInstConfig", "--set epochs=10 --set supervision=pseudo",
                     "held-out boxes (their masks, when known, give the validation Dice)")
     _add_box_recipe(tsub, "box-refiner", "box refiner: learns to tighten rough boxes (for "
                     "--refine-box), from boxes only", "BoxRefineConfig", "--set epochs=10",
