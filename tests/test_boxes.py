@@ -73,3 +73,10 @@ def test_shift_stays_in_image_3d():
     for _ in range(20):
         s = shift_box(box, (8, 10, 10), (0, 10), rng)
         assert s.is_valid() and s.clip((8, 10, 10)) == s
+
+
+def test_relative_to_moves_a_box_into_a_crops_coordinates():
+    box, view = Box.parse("40,30,80,70"), Box.parse("25,20,100,90")
+    assert box.relative_to(view) == Box.parse("15,10,55,50")
+    b3, v3 = Box.parse("4,5,9,10,2,6"), Box.parse("1,1,20,20,1,8")
+    assert b3.relative_to(v3) == Box.parse("3,4,8,9,1,5")

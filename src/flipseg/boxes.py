@@ -170,6 +170,11 @@ class Box:
             raise FlipsegError(f"box ({self}) lies outside the image of shape {tuple(shape)}")
         return clipped
 
+    def relative_to(self, view: "Box") -> "Box":
+        """This box in the coordinates of a crop that starts at ``view``'s lower corner."""
+        return Box.from_lo_hi([lo - v for lo, v in zip(self.lo, view.lo)],
+                              [hi - v for hi, v in zip(self.hi, view.lo)])
+
     def expand(self, margin: float | Sequence[float], *, relative: bool = False) -> "Box":
         """Grow each side by ``margin`` pixels (or by ``margin * extent`` if relative)."""
         m = np.broadcast_to(np.asarray(margin, dtype=float), (self.ndim,))

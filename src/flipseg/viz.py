@@ -87,8 +87,7 @@ def mask_panels(image: np.ndarray, box: Box, masks: dict[str, np.ndarray], *,
     it (e.g. the voters of ``flip-vote`` and their vote)."""
     view = box.expand(margin, relative=True).clip(np.shape(image))
     sl = view.slices()
-    crop_box = Box.from_lo_hi([b - v for b, v in zip(box.lo, view.lo)],
-                              [b - v for b, v in zip(box.hi, view.lo)])
+    crop_box = box.relative_to(view)
     tiles = []
     for name, m in masks.items():
         t = overlay(np.asarray(image)[sl], np.asarray(m, bool)[sl],

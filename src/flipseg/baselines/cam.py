@@ -486,7 +486,7 @@ def cam_maps(
         for fmap, view, box in zip(fmaps, views[start : start + step], clipped[start : start + step]):
             up = F.interpolate(fmap[None, None].float(), size=view.shape, mode="bilinear",
                                align_corners=False)[0, 0]  # view shape, image pixels
-            rel = Box.from_lo_hi(np.subtract(box.lo, view.lo), np.subtract(box.hi, view.lo))
+            rel = box.relative_to(view)
             out.append(up[rel.slices()].numpy().astype(np.float32))
     return out
 

@@ -95,7 +95,7 @@ def box_crop(image: np.ndarray, box: Box, *, margin: float = 0.25, min_margin: i
     box = box.validate(image.shape)
     grow = [max(float(min_margin), margin * e) for e in box.shape]
     view = box.expand(grow).clip(image.shape)
-    local = Box.from_lo_hi([b - v for b, v in zip(box.lo, view.lo)], [b - v for b, v in zip(box.hi, view.lo)])
+    local = box.relative_to(view)
     crop = np.asarray(image[view.slices()], dtype=np.float32)
     return BoxCrop(image=crop, box=box, view=view, local=local, full_shape=tuple(image.shape))
 

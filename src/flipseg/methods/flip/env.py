@@ -266,8 +266,7 @@ def fuse_with_box_prior(mask: np.ndarray, box: Box, weight: float, sigma: float)
     sig = [sigma * e for e in box.shape]
     region = box.expand([int(np.ceil(3 * s)) + 1 for s in sig]).clip(mask.shape)
     sl = region.slices()
-    local_box = Box.from_lo_hi([lo - r for lo, r in zip(box.lo, region.lo)],
-                               [hi - r for hi, r in zip(box.hi, region.lo)])
+    local_box = box.relative_to(region)
     ell = inscribed_ellipse(np.zeros(region.shape, np.float32), local_box)
     vote = (1.0 - weight) * ndimage.gaussian_filter(mask[sl].astype(np.float32), sig) \
         + weight * ndimage.gaussian_filter(ell.astype(np.float32), sig)
