@@ -33,7 +33,7 @@ from pathlib import Path
 from flipseg.data import load_dataset
 from flipseg.evaluate import evaluate_methods, format_table
 from flipseg.methods import register_all
-from flipseg.metrics import paired_ttest
+from flipseg.metrics import paired_ttest, summarize
 from flipseg.segmenters import get_segmenter
 
 register_all()
@@ -98,14 +98,10 @@ def _site_rows(runs: list[str], limit: int | None, out: Path) -> dict[str, dict[
 
 
 def _summary(row: str, pc: dict[str, dict[str, float]]) -> dict:
-    """A format_table row from per-case scores."""
-    import numpy as np
-
+    """A format_table row from per-case scores (as evaluate_methods summarises them)."""
     return {"method": row, "dataset": "busi", "n": len(pc),
-            "seconds_per_case": float(np.mean([v["seconds"] for v in pc.values()])),
-            "metrics": {m: {"mean": float(np.mean([v[m] for v in pc.values()])),
-                            "std": float(np.std([v[m] for v in pc.values()], ddof=1))}
-                        for m in METRICS}}
+            "seconds_per_case": summarize(v["seconds"] for v in pc.values())["mean"],
+            "metrics": {m: summarize(v[m] for v in pc.values()) for m in METRICS}}
 
 
 def _ttests(pc: dict[str, dict], ref: str) -> list[str]:
