@@ -358,7 +358,8 @@ def train_boxinst(
     start, log = resume_epochs(state, saved_parts)
     train = [{"image": s["image"], "box": s["box"].validate(np.shape(s["image"])),
               "mask": s.get("mask")} for s in train]
-    targets = _targets(train, cfg, run, progress)
+    # a finished run re-run trains no epoch: no pseudo masks to read back
+    targets = _targets(train, cfg, run, progress) if start < cfg.epochs else None
     for epoch in range(start, cfg.epochs):
         t0 = time.time()
         x, xs, bm, tg = _stack(train, cfg, np.random.default_rng([cfg.seed, epoch]), targets)
