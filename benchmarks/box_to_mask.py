@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from flipseg.data import load_dataset
-from flipseg.evaluate import evaluate_methods, format_table
+from flipseg.evaluation import evaluate_methods, format_table
+from flipseg.methods import get_segmenter
 from flipseg.metrics import paired_ttest
-from flipseg.segmenters import get_segmenter
 
 DEFAULT_METHODS = (
     "box,ellipse,grabcut,chan-vese,gac,random-walker,sp-grow,saliency-sr,saliency-fg"

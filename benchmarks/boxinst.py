@@ -18,13 +18,12 @@ from pathlib import Path
 
 import flipseg.baselines  # noqa: F401
 from flipseg.data import load_dataset
-from flipseg.evaluate import evaluate_methods, format_table
-from flipseg.methods import register_all
+from flipseg.evaluation import evaluate_methods, format_table
+from flipseg.methods import get_segmenter, load_methods
 from flipseg.methods.flip.infer import default_model_path
 from flipseg.metrics import paired_ttest
-from flipseg.segmenters import get_segmenter
 
-register_all()  # the "flip", "flip2d-slices", "boxinst" segmenters
+load_methods()
 
 METRICS = ("dice", "jaccard", "hd", "asd")
 

@@ -31,12 +31,11 @@ from pathlib import Path
 import numpy as np
 
 from flipseg.data import load_dataset
-from flipseg.evaluate import evaluate_methods, format_table
-from flipseg.methods import register_all
+from flipseg.evaluation import evaluate_methods, format_table
+from flipseg.methods import get_segmenter, load_methods
 from flipseg.metrics import paired_ttest
-from flipseg.segmenters import get_segmenter
 
-register_all()  # the "flip", "flip2d-slices", "boxinst" segmenters
+load_methods()
 
 METRICS = ("dice", "jaccard", "hd", "asd")
 #: Flip, Flip refined by GrabCut (ours), and the floors/baselines beside them.

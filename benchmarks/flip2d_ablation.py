@@ -23,12 +23,12 @@ import numpy as np
 
 from flipseg.boxes import shifted_boxes
 from flipseg.data import load_dataset
+from flipseg.methods import get_segmenter
 from flipseg.methods.flip.classifier import ClassifierConfig, write_finished_classifier
 from flipseg.methods.flip.config import FlipConfig
 from flipseg.methods.flip.infer import FlipModel, default_model_path
 from flipseg.methods.flip.pipeline import train_flip
 from flipseg.metrics import paired_ttest, segmentation_metrics
-from flipseg.segmenters import get_segmenter
 
 VARIANTS: dict[str, dict] = {
     "ours": {},
@@ -73,9 +73,9 @@ def classifier_folder(source: Path, dest: Path) -> Path:
     """A classifier folder to share: ``source`` itself, or the classifier inside a Flip model file."""
     if source.is_dir():
         return source
-    import torch
+    from flipseg.bundles import read_bundle
 
-    bundle = torch.load(source, map_location="cpu", weights_only=False)
+    bundle = read_bundle(source, "flip_model.safetensors", "flipseg-flip-1", "Flip Learning model")
     return write_finished_classifier(bundle["classifier"], dest)
 
 

@@ -28,12 +28,11 @@ import numpy as np
 
 from flipseg.boxes import Box
 from flipseg.data import load_dataset, make_phantom_3d
-from flipseg.evaluate import evaluate_methods, format_table
-from flipseg.methods import register_all
+from flipseg.evaluation import evaluate_methods, format_table
+from flipseg.methods import get_segmenter, load_methods
 from flipseg.metrics import paired_ttest
-from flipseg.segmenters import get_segmenter
 
-register_all()  # the "flip", "flip2d-slices", "boxinst" segmenters
+load_methods()
 
 METRICS = ("dice", "jaccard", "hd", "asd")
 

@@ -46,10 +46,10 @@ import torch
 
 from flipseg.data import load_dataset
 from flipseg.io_utils import atomic_write_text
-from flipseg.methods.flip.pipeline import parse_overrides
 from flipseg.methods.hybrid import HybridConfig, HybridModel, evaluate_model, train_hybrid
 from flipseg.methods.hybrid.train import lesion_samples
 from flipseg.metrics import summarize
+from flipseg.runs import parse_overrides
 
 #: run name -> (table label, HybridConfig overrides)
 RUNS: dict[str, tuple[str, dict[str, Any]]] = {

@@ -44,13 +44,13 @@ from flipseg.boxes import Box
 from flipseg.data import load_dataset
 from flipseg.data.splits import split_by_patient
 from flipseg.io_utils import atomic_save, atomic_write_text
-from flipseg.methods.flip.pipeline import parse_overrides
 from flipseg.methods.lanet import LANetConfig, LANetModel, split_train_val, train_lanet
 from flipseg.methods.lanet.predict import to_input
 from flipseg.methods.lanet.train import augment_batch, class_samples, location_label, prepare_data
 from flipseg.metrics import compute_classification_metrics, compute_dice, compute_iou, summarize
 from flipseg.networks.unet import build_unet
 from flipseg.resize import resize
+from flipseg.runs import parse_overrides
 
 CLS_METRICS = ("accuracy", "precision", "recall", "f1", "auc", "cam_pointing")
 LOC_METRICS = ("iou", "dice")

@@ -14,7 +14,7 @@ one model (the fully supervised upper bound), trained and shown once.
 
 The U-Nets segment whole test images without a box. Printed and saved under
 ``--out`` (``report.md``): per test set (BUS-BRA fold 5; BUSI benign + malignant
-lesions, external) Dice, JAC, HD and ASD (mean±std, ``flipseg.evaluate``), paired
+lesions, external) Dice, JAC, HD and ASD (mean±std, ``flipseg.evaluation``), paired
 t-tests of U-Net + Flip against U-Net alone and against U-Net + ellipse at each
 budget, and the Dice of the pseudo labels against the true training masks
 (before training and after the last refresh). Finished runs (checkpoints),
@@ -31,14 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from flipseg.data import load_dataset
-from flipseg.evaluate import evaluate_methods, format_table
+from flipseg.evaluation import evaluate_methods, format_table
 from flipseg.io_utils import atomic_write_text
 from flipseg.methods.flip.infer import default_model_path
-from flipseg.methods.flip.pipeline import parse_overrides
 from flipseg.methods.pseudo.config import PseudoConfig, budget_count
 from flipseg.methods.pseudo.model import PseudoUNetModel, PseudoUNetSegmenter
 from flipseg.methods.pseudo.train import CHECKPOINT, lesion_samples, train_pseudo
 from flipseg.metrics import paired_ttest
+from flipseg.runs import parse_overrides
 
 METRICS = ("dice", "jaccard", "hd", "asd")
 VARIANT_NAMES = {"none": "U-Net", "flip": "U-Net + Flip", "ellipse": "U-Net + ellipse"}
@@ -120,9 +120,9 @@ def per_case(path: Path) -> dict[str, dict[str, float]]:
 
 
 def last_pseudo_dice(run: Path) -> float:
-    import torch
+    from flipseg.methods.training import load_torch_checkpoint
 
-    log = torch.load(run / CHECKPOINT, map_location="cpu", weights_only=False)["log"]
+    log = load_torch_checkpoint(run / CHECKPOINT)["log"]
     return float(log[-1].get("pseudo_dice", float("nan"))) if log else float("nan")
 
 

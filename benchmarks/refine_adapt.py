@@ -30,8 +30,8 @@ from flip2d import _per_case  # the benchmarks folder is on sys.path when run as
 
 from flipseg.data import load_dataset
 from flipseg.errors import FlipsegError
-from flipseg.evaluate import case_boxes, evaluate_methods
-from flipseg.methods import register_all
+from flipseg.evaluation import case_boxes, evaluate_methods
+from flipseg.methods import get_segmenter, load_methods
 from flipseg.methods.boxinst.model import train_boxinst_cli
 from flipseg.methods.boxrefine.model import (
     RefinedBoxSegmenter,
@@ -40,9 +40,8 @@ from flipseg.methods.boxrefine.model import (
     train_box_refiner_cli,
 )
 from flipseg.metrics import paired_ttest
-from flipseg.segmenters import get_segmenter
 
-register_all()
+load_methods()
 CV = 2
 
 

@@ -31,12 +31,11 @@ import sys
 from pathlib import Path
 
 from flipseg.data import load_dataset
-from flipseg.evaluate import evaluate_methods, format_table
-from flipseg.methods import register_all
+from flipseg.evaluation import evaluate_methods, format_table
+from flipseg.methods import get_segmenter, load_methods
 from flipseg.metrics import paired_ttest, summarize
-from flipseg.segmenters import get_segmenter
 
-register_all()
+load_methods()
 
 METRICS = ("dice", "jaccard", "hd", "asd")
 

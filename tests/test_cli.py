@@ -96,7 +96,7 @@ def test_train_segment_evaluate_flip_tiny(tmp_path, capsys):
     rc = main(["train", "flip", "--dataset", "phantom2d", "--out", str(run), "--classifier-epochs",
                "1", "--no-progress", *tiny])
     assert rc == 0
-    assert (run / "flip_model.pt").exists() and (run / "config.json").exists()
+    assert (run / "flip_model.safetensors").exists() and (run / "config.json").exists()
     assert (run / "classifier" / "classifier_report.json").exists()
     # resume: a finished run re-run does no more epochs and keeps its files
     assert main(["train", "flip", "--dataset", "phantom2d", "--out", str(run), "--no-progress"]) == 0
@@ -145,7 +145,9 @@ def test_the_parser_does_not_import_torch():
 
 
 def test_segment_runs_a_whole_image_model_without_a_box(tmp_path, monkeypatch):
-    from flipseg.segmenters import SEGMENTERS, Segmenter
+    from flipseg.methods import load_methods
+    from flipseg.registry import METHODS, MethodSpec
+    from flipseg.segmenters import Segmenter
 
     class Half(Segmenter):  # a stand-in whole-image model: the left half of any image
         name = "half-test"
@@ -157,7 +159,9 @@ def test_segment_runs_a_whole_image_model_without_a_box(tmp_path, monkeypatch):
             m[:, : image.shape[1] // 2] = True
             return m
 
-    monkeypatch.setitem(SEGMENTERS._items, "half-test", lambda **_: Half())
+    load_methods()
+    monkeypatch.setitem(METHODS._items, "half-test", MethodSpec(
+        name="half-test", kind="image", dims=(2,), help="left half", factory=lambda **_: Half()))
     img = np.full((20, 30), 90, np.uint8)
     write_png(tmp_path / "im.png", img)
     assert main(["segment", "--method", "half-test", "--image", str(tmp_path / "im.png"),
@@ -173,7 +177,8 @@ def test_segment_takes_the_method_from_the_model(tmp_path, capsys):
     files are one-line errors."""
     import torch
 
-    from flipseg.bundles import method_of_model
+    from flipseg.bundles import save_bundle
+    from flipseg.methods import method_of_model
     from flipseg.methods.cam_mt.config import MeanTeacherConfig
     from flipseg.methods.cam_mt.mean_teacher import CamMTModel
 
@@ -181,19 +186,57 @@ def test_segment_takes_the_method_from_the_model(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
     model = CamMTModel(MeanTeacherConfig(image_size=16, channels=(4, 8)))
-    torch.save(model.bundle(), run / "cam_mt_model.pt")
-    assert method_of_model(run) == "cam-mt" and method_of_model(run / "cam_mt_model.pt") == "cam-mt"
+    save_bundle(run / "cam_mt_model.safetensors", model.bundle())
+    assert method_of_model(run) == "cam-mt" and method_of_model(run / "cam_mt_model.safetensors") == "cam-mt"
     write_png(tmp_path / "im.png", np.full((20, 30), 90, np.uint8))
     assert main(["segment", "--model", str(run), "--image", str(tmp_path / "im.png"),
                  "--out", str(tmp_path / "o")]) == 0
     assert (tmp_path / "o" / "im_mask.png").exists()
     assert json.loads((tmp_path / "o" / "segment.json").read_text())[0]["method"] == "cam-mt"
 
-    torch.save({"format": "flipseg-lanet-1"}, tmp_path / "lanet.pt")
-    (tmp_path / "junk.pt").write_text("not a model")
-    for bad, words in ((tmp_path / "lanet.pt", "flipseg classify"), (tmp_path / "junk.pt", "cannot read"),
+    save_bundle(tmp_path / "lanet.safetensors", {"format": "flipseg-lanet-1"})
+    (tmp_path / "junk.safetensors").write_text("not a model")
+    for bad, words in ((tmp_path / "lanet.safetensors", "flipseg classify"),
+                       (tmp_path / "junk.safetensors", "cannot read"),
                        (tmp_path / "missing", "not found"), (tmp_path / "o", "no trained model")):
         capsys.readouterr()
         assert main(["segment", "--model", str(bad), "--image", str(tmp_path / "im.png"),
                      "--out", str(tmp_path / "o3")]) == 2
         assert words in capsys.readouterr().err
+
+
+def test_several_and_negative_boxes(tmp_path, capsys):
+    """Several --box options segment each box (<image>-box<K>_*); a negative number in a
+    box is read as a number (the box is clipped to the image); a box wholly outside is a
+    one-line error."""
+    img = np.full((40, 60), 90, np.uint8)
+    write_png(tmp_path / "im.png", img)
+    assert main(["segment", "--method", "box", "--image", str(tmp_path / "im.png"),
+                 "--box", "1,1,10,10", "--box", "20,5,50,30", "--out", str(tmp_path / "o")]) == 0
+    rows = json.loads((tmp_path / "o" / "segment.json").read_text())
+    assert [r["case_id"] for r in rows] == ["im-box1", "im-box2"]
+    from flipseg.data.io import read_image
+
+    assert (read_image(tmp_path / "o" / "im-box2_mask.png") > 0).sum() == 30 * 25
+    assert main(["segment", "--method", "box", "--image", str(tmp_path / "im.png"),
+                 "--box", "-20,1,10,10", "--out", str(tmp_path / "o2")]) == 0
+    assert (read_image(tmp_path / "o2" / "im_mask.png") > 0).sum() == 10 * 9
+    capsys.readouterr()
+    assert main(["segment", "--method", "box", "--image", str(tmp_path / "im.png"),
+                 "--box", "-20,-9,-10,-1", "--out", str(tmp_path / "o3")]) == 2
+    assert "-20" in _one_line_error(capsys)
+
+
+def test_one_default_method_everywhere(capsys):
+    import pytest as _pytest
+
+    from flipseg.cli import build_parser
+    from flipseg.methods import default_method
+
+    assert (default_method(2), default_method(3)) == ("flip-vote", "flip")
+    for cmd in ("demo", "segment", "evaluate"):
+        with _pytest.raises(SystemExit):
+            main([cmd, "--help"])
+        assert "flip-vote" in capsys.readouterr().out
+    args = build_parser().parse_args(["demo"])
+    assert args.method is None  # resolved to default_method(2) when run

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from flipseg.bundles import save_bundle
 from flipseg.cli import main
 from flipseg.data import load_dataset, read_volume
 from flipseg.methods.flip.agent import DQNAgent
@@ -103,17 +104,17 @@ def _tiny_2d_model(path):
               "q_network": DQNAgent(cfg).q_network.state_dict(),
               "classifier": {"config": {"network": "compact", "input_size": 16},
                              "state_dict": net.state_dict()}}
-    torch.save(bundle, path)
+    save_bundle(path, bundle)
     return path
 
 
 def test_flip2d_slices_stacks_axial_slices(tmp_path):
-    from flipseg.methods import register_all
+    from flipseg.methods import load_methods
 
-    register_all()
-    from flipseg.segmenters import get_segmenter
+    load_methods()
+    from flipseg.methods import get_segmenter
 
-    model = _tiny_2d_model(tmp_path / "flip2d.pt")
+    model = _tiny_2d_model(tmp_path / "flip2d.safetensors")
     seg = get_segmenter("flip2d-slices", model=str(model))
     s = load_dataset("phantom3d", n=1, seed=7, shape=(20, 40, 40))[0]
     mask = seg.segment(s["image"], s["box"])

@@ -35,10 +35,9 @@ def test_flip3d_model_segments_a_phantom_lesion():
 
 
 def test_flip_grabcut_refines_the_flip_masks_inside_the_box(samples):
-    from flipseg.methods import register_all
-    from flipseg.segmenters import get_segmenter
+    from flipseg.methods import get_segmenter, load_methods
 
-    register_all()
+    load_methods()
     cases = samples[:3]
     flip = get_segmenter("flip").segment_many([c["image"] for c in cases], [c["box"] for c in cases])
     refined = get_segmenter("flip-grabcut").segment_many([c["image"] for c in cases],
@@ -50,10 +49,9 @@ def test_flip_grabcut_refines_the_flip_masks_inside_the_box(samples):
 
 
 def test_flip_vote_keeps_the_pixels_two_of_flip_its_grabcut_and_boxinst_agree_on(samples):
-    from flipseg.methods import register_all
-    from flipseg.segmenters import get_segmenter
+    from flipseg.methods import get_segmenter, load_methods
 
-    register_all()
+    load_methods()
     ims, bxs = [s["image"] for s in samples], [s["box"] for s in samples]
     parts = [get_segmenter(m).segment_many(ims, bxs) for m in ("flip", "flip-grabcut", "boxinst")]
     seg = get_segmenter("flip-vote")
@@ -73,18 +71,22 @@ def test_flip_vote_keeps_the_pixels_two_of_flip_its_grabcut_and_boxinst_agree_on
 
 
 def test_majority_vote_and_the_2d_only_refinements():
+    from flipseg.api import make_segmenter
     from flipseg.errors import FlipsegError
-    from flipseg.methods.flip.infer import FlipSegmenter, majority_vote
+    from flipseg.methods.flip.infer import FlipSegmenter
+    from flipseg.methods.vote.segmenter import majority_vote
 
     a = np.array([[1, 1, 0, 0]], bool)
     b = np.array([[1, 0, 1, 0]], bool)
     c = np.array([[0, 1, 1, 0]], bool)
     np.testing.assert_array_equal(majority_vote([a], [b], [c])[0], [[1, 1, 1, 0]])
     np.testing.assert_array_equal(majority_vote([a], [b])[0], [[1, 0, 0, 0]])
-    for refine in ("grabcut", "vote"):
-        with pytest.raises(FlipsegError, match="2D only"):
-            FlipSegmenter(dims=3, refine=refine)
-    with pytest.raises(FlipsegError, match="choose grabcut, vote or none"):
+    with pytest.raises(FlipsegError, match="2D only"):
+        FlipSegmenter(dims=3, refine="grabcut")
+    for method in ("flip-grabcut", "flip-vote"):
+        with pytest.raises(FlipsegError, match="segments 2D images, not 3D"):
+            make_segmenter(method, dims=3)
+    with pytest.raises(FlipsegError, match="choose grabcut or none"):
         FlipSegmenter(refine="crf")
 
 
@@ -102,10 +104,9 @@ def test_shipped_models_fuse_with_the_box_prior_and_the_segmenter_can_switch_it_
 
 
 def test_shipped_boxinst_model_is_the_default_and_segments_inside_the_box(samples):
-    from flipseg.methods import register_all
-    from flipseg.segmenters import get_segmenter
+    from flipseg.methods import get_segmenter, load_methods
 
-    register_all()
+    load_methods()
     masks = get_segmenter("boxinst").segment_many([s["image"] for s in samples], [s["box"] for s in samples])
     for m, s in zip(masks, samples):
         assert not (m & ~s["box"].to_mask(m.shape)).any()
@@ -143,11 +144,11 @@ def test_shipped_box_refiner_tightens_shifted_boxes_of_the_samples():
 
 
 def test_demo_defaults_to_flip_vote_when_both_models_are_shipped():
-    from flipseg.commands import _best_default_method
+    from flipseg.methods import default_method
     from flipseg.methods.boxinst.model import default_model_path as boxinst_model
 
     assert default_model_path(2).exists() and boxinst_model().exists()
-    assert _best_default_method() == "flip-vote"
+    assert default_method(2) == "flip-vote" and default_method(3) == "flip"
 
 
 def test_segment_flip_vote_writes_a_picture_of_its_voters(tmp_path):

@@ -1,16 +1,17 @@
 """The ``flipseg`` command.
 
-Sub-commands: ``demo``, ``evaluate``, ``segment``, ``classify``, ``train``. A user mistake is
-printed as one line (``flipseg: error: ...``) with exit code 2; a run that
-finished but skipped bad cases exits with 3.
+Sub-commands: ``demo``, ``evaluate``, ``segment``, ``classify``, ``train``, ``methods``,
+``convert-model``. Methods, training recipes and their options come from the method
+registry (:mod:`flipseg.methods`). A user mistake is printed as one line (``flipseg:
+error: ...``) with exit code 2; a run that finished but skipped bad cases exits with 3.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import re
 import sys
-from typing import Any, Sequence
+from typing import Sequence
 
 from flipseg.errors import FlipsegError
 
@@ -18,21 +19,13 @@ __all__ = ["main", "build_parser"]
 
 EXIT_USER_ERROR = 2
 EXIT_SKIPPED_CASES = 3
+_BOX_VALUE = re.compile(r"^-?\d+(\.\d+)?(,-?\d+(\.\d+)?)+$")
+_DEFAULT_HELP = "default: flip-vote for 2D images, flip for 3D volumes"
 
 
-def _add_data_args(p: argparse.ArgumentParser, *, default: str | None = None) -> None:
-    p.add_argument("--dataset", default=default,
-                   help="busi, bus-bra, folder, stu, samples, phantom2d, phantom3d")
-    p.add_argument("--data-root", default=None, help="dataset folder (default: ../shared/data/...)")
-    p.add_argument("--fold", type=int, default=None,
-                   help="test fold: BUS-BRA's official ones; for busi, folder and stu a "
-                        "patient-level split into --data-opt cv=K folds (default 5)")
-    p.add_argument("--split", "--part", dest="part", default=None,
-                   help="which part of the dataset: all, train, test, val (default: test when a "
-                        "fold is given, else all)")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N cases")
-    p.add_argument("--data-opt", action="append", default=[], metavar="KEY=VALUE",
-                   help="dataset option, e.g. --data-opt n=4 --data-opt shape=24,48,48 (phantoms)")
+def _method_help(names: Sequence[str] | None, what: str) -> str:
+    listed = f"; one of: {', '.join(names)}" if names else " (`flipseg methods` lists them)"
+    return f"{what}{listed}"
 
 
 def _add_refine_arg(p: argparse.ArgumentParser) -> None:
@@ -41,63 +34,70 @@ def _add_refine_arg(p: argparse.ArgumentParser) -> None:
                         "methods): the shipped one, or a `flipseg train box-refiner` run")
 
 
-def _add_vote_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--vote-model", default=None, metavar="RUN",
-                   help="flip-vote's third voter: a `flipseg train boxinst` run, e.g. trained on "
-                        "your own boxes (default: the shipped BoxInst U-Net)")
+def _add_method_args(p: argparse.ArgumentParser, names: Sequence[str] | None, *,
+                     several: bool) -> None:
+    """``--method``, ``--model``, ``--set`` and every registered method's own options."""
+    from flipseg.methods import recipes  # specs only: cheap
+    from flipseg.registry import METHODS
+
+    what = "method name (repeatable)" if several else "method (default: the one that trained " \
+        "--model, else " + _DEFAULT_HELP.split(": ", 1)[1] + ")"
+    p.add_argument("--method", action="append" if several else "store", default=None,
+                   help=_method_help(names, what))
+    p.add_argument("--model", default=None, help="trained model (run folder or model file)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="an inference option of the method, e.g. --set segments=500 --set "
+                        "prior_fusion=0.3 (flip); `flipseg methods --options` lists them")
+    recipes()
+    seen: set[str] = set()
+    for name in METHODS.names():
+        for flag, kw, help_text in METHODS.get(name).options:
+            if flag not in seen:
+                seen.add(flag)
+                p.add_argument(flag, dest=kw, default=None, help=f"({name}) {help_text}")
 
 
-def _add_box_recipe(tsub: Any, name: str, help_text: str, config_name: str, example: str,
-                    val_help: str) -> None:
-    """A ``flipseg train`` recipe that learns from the boxes of a 2D dataset (boxinst,
-    box-refiner): dataset options, ``--out``, ``--set``, ``--val-cases``."""
-    r = tsub.add_parser(name, help=help_text)
-    _add_data_args(r, default="bus-bra")
-    r.add_argument("--out", required=True, help="run folder (re-run the command to resume)")
-    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help=f"override one {config_name} field, e.g. {example}")
-    r.add_argument("--val-cases", type=int, default=64, help=val_help)
-    r.add_argument("--no-progress", action="store_true")
+def build_parser(method_names: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The ``flipseg`` parser; ``method_names`` (when known) are listed in ``--help``."""
+    from flipseg.methods import recipes
+    from flipseg.registry import resolve
+    from flipseg.runs import add_data_args
 
-
-def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flipseg", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="segment the bundled sample images from their boxes")
     p.add_argument("--out", default="runs/demo", help="run folder")
-    p.add_argument("--method", default=None, help="method (default: flip when a model is shipped)")
+    p.add_argument("--method", default=None, help=_method_help(method_names, f"method ({_DEFAULT_HELP})"))
 
     p = sub.add_parser("evaluate", help="score a method on a dataset")
-    _add_data_args(p, default="samples")
-    p.add_argument("--method", action="append", default=None, help="method name (repeatable)")
-    p.add_argument("--model", default=None, help="trained model (run folder or file) for the method")
+    add_data_args(p, default="samples")
+    _add_method_args(p, method_names, several=True)
     p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="two methods with paired t-tests")
     p.add_argument("--box-shift", default=None, help="box shift level: 0-10, 10-20 or 20-30")
     p.add_argument("--repeats", type=int, default=3, help="shifted copies per box")
     _add_refine_arg(p)
-    _add_vote_arg(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--no-progress", action="store_true")
 
-    p = sub.add_parser("segment", help="segment one image from its box (whole-image models: no box "
-                       "needed), or a whole dataset")
-    p.add_argument("--method", default=None,
-                   help="method (default: the one that trained --model, else flip)")
-    p.add_argument("--model", default=None, help="trained model (run folder or file)")
+    p = sub.add_parser("segment", help="segment one image from its box(es) (whole-image models: no "
+                       "box needed), or a whole dataset")
+    _add_method_args(p, method_names, several=False)
     p.add_argument("--image", default=None, help="image or volume file")
-    p.add_argument("--box", default=None, help="x0,y0,x1,y1 (2D) or x0,y0,x1,y1,z0,z1 (3D)")
+    p.add_argument("--box", action="append", default=None, metavar="X0,Y0,X1,Y1",
+                   help="x0,y0,x1,y1 (2D) or x0,y0,x1,y1,z0,z1 (3D), in pixels; repeat it for "
+                        "several lesions of one image (each box is segmented on its own and "
+                        "written as <image>-box<K>_*)")
     p.add_argument("--mask", default=None, help="optional ground-truth mask (adds Dice to curves)")
     _add_refine_arg(p)
-    _add_vote_arg(p)
-    _add_data_args(p)
+    add_data_args(p)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("classify", help="benign/malignant probabilities, lesion map and Grad-CAM "
                        "of a trained LA-Net, for one image or a dataset")
-    _add_data_args(p)
+    add_data_args(p)
     p.add_argument("--model", required=True, help="LA-Net run folder or model file")
     p.add_argument("--image", default=None, help="image file")
     p.add_argument("--no-gradcam", dest="gradcam", action="store_false",
@@ -106,84 +106,60 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a method")
     tsub = p.add_subparsers(dest="recipe", required=True)
-    t = tsub.add_parser("flip", help="Flip Learning from boxes only")
-    _add_data_args(t, default="bus-bra")
-    t.add_argument("--out", required=True, help="run folder (re-run the command to resume)")
-    t.add_argument("--dims", type=int, choices=(2, 3), default=None,
-                   help="2 (BUS images) or 3 (ABUS volumes, with the 3D CPU preset); default: "
-                        "that of the dataset")
-    t.add_argument("--config", default=None, help="JSON file of FlipConfig fields")
-    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one FlipConfig field, e.g. --set agents=2 --set levels=100,200")
-    t.add_argument("--preset", choices=("cpu", "paper"), default=None,
-                   help="cpu (default: compact networks, our additions on) or paper (the "
-                        "journal paper's settings; days of CPU time)")
-    t.add_argument("--classifier-set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one ClassifierConfig field, e.g. --classifier-set epochs=20")
-    t.add_argument("--classifier-epochs", type=int, default=None)
-    t.add_argument("--classifier-network", default=None, help="compact or resnet18")
-    t.add_argument("--val-cases", type=int, default=64, help="held-out boxes for validation")
-    t.add_argument("--no-progress", action="store_true")
-    _add_box_recipe(tsub, "boxinst", "box-supervised U-Net (BoxInst projection + pairwise losses; "
-                    "--set supervision=pseudo fits it to flip-vote's masks of the boxes, "
-                    "supervision=mask to the true masks)",
-                    "BoxInstConfig", "--set epochs=10 --set supervision=pseudo",
-                    "held-out boxes (their masks, when known, give the validation Dice)")
-    _add_box_recipe(tsub, "box-refiner", "box refiner: learns to tighten rough boxes (for "
-                    "--refine-box), from boxes only", "BoxRefineConfig", "--set epochs=10",
-                    "held-out boxes, shifted, for the validation edge error")
-    from flipseg.methods.cam_mt.cli import add_cam_mt_parser
-    from flipseg.methods.hybrid.cli import add_hybrid_parser
-    from flipseg.methods.lanet.cli import add_lanet_parser
-    from flipseg.methods.pseudo.cli import add_pseudo_parser
+    for recipe, spec in sorted(recipes().items()):
+        t = tsub.add_parser(recipe, help=spec.recipe_help or spec.help)
+        resolve(spec.add_train_args)(t)
+        t.add_argument("--fresh", action="store_true",
+                       help="move an earlier run in --out aside (OUT.replaced-DATE) and start afresh")
 
-    add_pseudo_parser(tsub)
-    add_lanet_parser(tsub)
-    add_cam_mt_parser(tsub)
-    add_hybrid_parser(tsub)
+    p = sub.add_parser("methods", help="list the registered methods (name, kind, dims, model)")
+    p.add_argument("--options", action="store_true", help="also list each method's --set options")
+
+    p = sub.add_parser("convert-model", help="convert an old pickle model file (.pt) to a "
+                       "safetensors model file; it runs the pickle's code: only for files you trust")
+    p.add_argument("src", help="old model file")
+    p.add_argument("--out", default=None, help="new file (default: SRC with .safetensors)")
     return parser
 
 
+def _fix_negative_boxes(argv: list[str]) -> list[str]:
+    """``--box -20,5,30,40`` -> ``--box=-20,5,30,40`` (argparse would take it for an option)."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--box" and i + 1 < len(argv) and _BOX_VALUE.match(argv[i + 1]):
+            out.append(f"--box={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
+def _wants_method_list(argv: Sequence[str]) -> bool:
+    return any(a in ("-h", "--help") for a in argv) and any(
+        a in ("demo", "evaluate", "segment") for a in argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = _fix_negative_boxes(list(sys.argv[1:] if argv is None else argv))
     try:
-        if args.command == "demo":
-            from flipseg.commands import run_demo
+        names = None
+        if _wants_method_list(argv):
+            from flipseg.methods import method_names
 
-            return run_demo(args)
-        if args.command == "evaluate":
-            from flipseg.commands import run_evaluate
+            names = [n for n in method_names() if n != "lanet" and n != "box-refiner"]
+        parser = build_parser(names)
+        args = parser.parse_args(argv)
+        from flipseg import commands
 
-            return run_evaluate(args)
-        if args.command == "segment":
-            from flipseg.commands import run_segment
-
-            return run_segment(args)
-        if args.command == "classify":
-            from flipseg.methods.lanet.cli import classify_cli
-
-            return classify_cli(args)
-        if args.command == "train":
-            from flipseg.commands import run_train
-
-            return run_train(args)
+        return commands.run(args)
     except FlipsegError as exc:
         print(f"flipseg: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("flipseg: interrupted (re-run the same command to resume)", file=sys.stderr)
         return 130
-    parser.error(f"unknown command {args.command!r}")
-    return EXIT_USER_ERROR
-
-
-def _json_default(o: Any) -> Any:
-    return str(o)
-
-
-def dump(obj: Any) -> str:
-    return json.dumps(obj, indent=2, default=_json_default)
 
 
 if __name__ == "__main__":  # pragma: no cover

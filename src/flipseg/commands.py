@@ -1,4 +1,9 @@
-"""Implementations of the CLI sub-commands (argument parsing lives in :mod:`flipseg.cli`)."""
+"""The CLI sub-commands (argument parsing lives in :mod:`flipseg.cli`).
+
+A thin layer over :mod:`flipseg.api` and the method registry: what a method is, which
+model it takes and which options it has all come from its :class:`~flipseg.registry.MethodSpec`.
+Inputs named on the command line are checked before anything heavy is imported.
+"""
 
 from __future__ import annotations
 
@@ -13,94 +18,15 @@ import numpy as np
 from flipseg.errors import FlipsegError
 from flipseg.io_utils import atomic_write_text
 
-__all__ = ["run_demo", "run_evaluate", "run_segment", "run_train", "load_cases", "parse_data_opts"]
+__all__ = ["run", "run_demo", "run_evaluate", "run_segment", "run_train"]
 
 
-def _load_methods() -> None:
-    import flipseg.baselines  # noqa: F401
-    from flipseg.methods import register_all
-
-    register_all()
-
-
-def load_cases(args: argparse.Namespace) -> tuple[list[dict], list[tuple[str, str]], str]:
-    """Read the dataset named by the CLI arguments.
-
-    Returns (samples, errors, dataset name). Cases that fail to load are returned
-    as (case_id, message) errors instead of stopping the run.
-    """
-    from flipseg.data import load_dataset
-
-    name = args.dataset
-    if name is None:
-        raise FlipsegError(
-            "give --dataset (busi, bus-bra, folder, stu, samples, phantom2d, phantom3d)"
-        )
-    part = args.part or ("test" if args.fold is not None else "all")
-    opts: dict[str, Any] = parse_data_opts(getattr(args, "data_opt", None) or [])
-    if args.fold is not None:
-        opts["fold"] = args.fold
-    errors: list[tuple[str, str]] = []
-    samples = load_dataset(name, args.data_root, part=part, errors=errors, **opts)
-    if args.limit is not None:
-        samples = samples[: args.limit]
-    if not samples:
-        raise FlipsegError(f"dataset {name!r} (part {part!r}) has no cases")
-    return samples, errors, name
-
-
-def _opt_value(text: str) -> Any:
-    """``"3"`` -> 3, ``"0.5"`` -> 0.5, ``"24,48,48"`` -> (24, 48, 48), ``"true"`` -> True."""
-    low = text.strip().lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if "," in text:
-        return tuple(_opt_value(t) for t in text.split(","))
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
-
-
-def parse_data_opts(items: list[str]) -> dict[str, Any]:
-    """``["n=4", "shape=24,48,48"]`` -> ``{"n": 4, "shape": (24, 48, 48)}``."""
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise FlipsegError(f"--data-opt {item!r} must look like KEY=VALUE")
-        key, val = item.split("=", 1)
-        out[key.strip().replace("-", "_")] = _opt_value(val)
-    return out
-
-
-#: Methods that take ``--model`` (a trained run folder or checkpoint file).
-MODEL_METHODS = ("flip", "flip-grabcut", "flip-vote", "flip2d-slices", "boxinst", "pseudo-unet",
-                 "hybrid", "sam", "cam-mt")
-
-
-#: Methods whose shipped default model depends on the images' dimensionality.
-DIMS_METHODS = ("flip", "flip-grabcut", "flip-vote")
-
-
-def _method_opts(name: str, model: str | None, dims: int | None = None,
-                 vote_model: str | None = None) -> dict[str, Any]:
-    """Keyword arguments for ``get_segmenter(name, ...)``: ``model`` for the methods that
-    take one, for Flip without ``--model`` the dimensionality of the cases (the
-    shipped 2D or 3D model), and ``--vote-model`` for ``flip-vote``."""
-    opts: dict[str, Any] = {"model": model} if (model and name in MODEL_METHODS) else {}
-    if dims is not None and not model and name in DIMS_METHODS:
-        opts["dims"] = dims
-    if vote_model and name == "flip-vote":
-        opts["vote_model"] = vote_model
-    return opts
-
-
-def _check_vote_model(args: argparse.Namespace, names: list[str]) -> None:
-    if getattr(args, "vote_model", None) and "flip-vote" not in names:
-        raise FlipsegError("--vote-model is the third voter of --method flip-vote; "
-                           "it does nothing for " + ", ".join(names))
+def run(args: argparse.Namespace) -> int:
+    """Dispatch a parsed command line."""
+    commands = {"demo": run_demo, "evaluate": run_evaluate, "segment": run_segment,
+                "classify": run_classify, "train": run_train, "methods": run_methods,
+                "convert-model": run_convert_model}
+    return commands[args.command](args)
 
 
 def _case_dims(cases: list[dict[str, Any]]) -> int:
@@ -110,19 +36,62 @@ def _case_dims(cases: list[dict[str, Any]]) -> int:
     return dims.pop()
 
 
-def run_evaluate(args: argparse.Namespace) -> int:
-    from flipseg.evaluate import evaluate_methods, format_table
-    from flipseg.segmenters import get_segmenter
+def _spec_extras(args: argparse.Namespace) -> dict[str, Any]:
+    """Values given to the registered methods' own options (e.g. ``--vote-model``)."""
+    from flipseg.registry import METHODS
 
-    _load_methods()
+    kws = {kw for n in METHODS.names() for _f, kw, _h in METHODS.get(n).options}
+    return {kw: getattr(args, kw) for kw in sorted(kws) if getattr(args, kw, None) is not None}
+
+
+def _segmenters(names: list[str], args: argparse.Namespace, dims: int) -> dict[str, Any]:
+    """The named methods, each with ``--model``, its ``--set`` options and its own flags.
+
+    With several methods, a ``--set`` key goes to every method that has it (an error when
+    none has); ``--model`` goes to the methods that take a model; a method flag such as
+    ``--vote-model`` to the method that declares it (an error when none of them does).
+    """
+    from flipseg.api import make_segmenter
+    from flipseg.methods import method_spec
+    from flipseg.registry import resolve
+    from flipseg.runs import config_field_types, parse_overrides
+
+    specs = {n: method_spec(n) for n in names}
+    extras = _spec_extras(args)
+    for kw in extras:
+        if not any(kw in {k for _f, k, _h in s.options} for s in specs.values()):
+            raise FlipsegError(f"--{kw.replace('_', '-')} does nothing for " + ", ".join(names))
+    sets: dict[str, dict[str, Any]] = {n: {} for n in names}
+    for item in args.set:
+        if "=" not in item:
+            raise FlipsegError(f"--set {item!r} must look like KEY=VALUE")
+        key = item.split("=", 1)[0].strip().replace("-", "_")
+        takers = [n for n, s in specs.items()
+                  if s.config is not None and key in config_field_types(resolve(s.config))]
+        if not takers:
+            raise FlipsegError(f"--set {item!r}: no option {key!r} in " + ", ".join(names)
+                               + " (`flipseg methods --options` lists them)")
+        for n in takers:
+            sets[n].update(parse_overrides([item], resolve(specs[n].config), n))
+    if args.model is not None and not any(s.model != "none" for s in specs.values()):
+        raise FlipsegError("--model: " + ", ".join(names) + " take(s) no trained model")
+    out = {}
+    for n, s in specs.items():
+        model = args.model if s.model != "none" else None
+        mine = {k: v for k, v in extras.items() if k in {kw for _f, kw, _h in s.options}}
+        out[n] = make_segmenter(n, model=model, dims=dims, options=sets[n], **mine)
+    return out
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from flipseg.evaluation import evaluate_methods, format_table
+
     if args.compare and args.method:
         raise FlipsegError("give either --method or --compare A B, not both")
-    names = list(args.compare) if args.compare else (args.method or ["ellipse"])
-    samples, errors, dataset = load_cases(args)
+    samples, errors, dataset = _load_cases(args)
     dims = _case_dims(samples)
-    _check_vote_model(args, names)
-    segmenters = {n: get_segmenter(n, **_method_opts(n, args.model, dims, args.vote_model))
-                  for n in names}
+    names = list(args.compare) if args.compare else (args.method or [_default_method(args, dims)])
+    segmenters = _segmenters(names, args, dims)
     if args.refine_box:
         segmenters = _with_refined_boxes(segmenters, args.refine_box)
     for err in errors:
@@ -141,6 +110,19 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_cases(args: argparse.Namespace) -> tuple[list[dict], list[tuple[str, str]], str]:
+    from flipseg.runs import load_cases
+
+    return load_cases(args)
+
+
+def _default_method(args: argparse.Namespace, dims: int) -> str:
+    """The method of ``--model`` when one is given, else the default for ``dims``."""
+    from flipseg.methods import default_method, method_of_model
+
+    return method_of_model(args.model) if args.model else default_method(dims)
+
+
 def _with_refined_boxes(segmenters: dict[str, Any], model: str) -> dict[str, Any]:
     """``--refine-box``: every segmenter runs on the refined boxes, named ``<method>+refine``."""
     from flipseg.methods.boxrefine.model import RefinedBoxSegmenter, load_refiner
@@ -150,28 +132,19 @@ def _with_refined_boxes(segmenters: dict[str, Any], model: str) -> dict[str, Any
     return {w.name: w for w in wrapped}
 
 
-def _best_default_method() -> str:
-    from flipseg.methods.boxinst.model import default_model_path as boxinst_model
-    from flipseg.methods.flip.infer import default_model_path
-
-    # flip-vote, then flip-grabcut: the best measured on BUS-BRA fold 5 (benchmarks/flip2d.py)
-    if not default_model_path(2).exists():
-        return "ellipse"
-    return "flip-vote" if boxinst_model().exists() else "flip-grabcut"
-
-
 def run_demo(args: argparse.Namespace) -> int:
-    """Segment the bundled BUS-BRA samples and write masks, overlays and a metrics table."""
+    """Segment the bundled BUS-BRA samples and write masks, overlays and a metrics table,
+    with the default method (or ``--method``) beside the references it is measured against."""
+    from flipseg.api import make_segmenter
     from flipseg.data import load_dataset
-    from flipseg.evaluate import evaluate_methods, format_table
-    from flipseg.segmenters import get_segmenter
+    from flipseg.evaluation import evaluate_methods, format_table
+    from flipseg.methods import default_method
     from flipseg.viz import overlay, save_png
 
-    _load_methods()
     out = Path(args.out)
-    method = args.method or _best_default_method()
+    method = args.method or default_method(2)
     samples = load_dataset("samples")
-    seg = get_segmenter(method)
+    seg = make_segmenter(method)
     t0 = time.time()
     preds = seg.segment_many([s["image"] for s in samples], [s["box"] for s in samples])
     for s, m in zip(samples, preds):
@@ -180,18 +153,10 @@ def run_demo(args: argparse.Namespace) -> int:
                  overlay(s["image"], m, gt=s.get("mask"), box=s["box"]))
     print(f"{method}: segmented {len(samples)} images in {time.time() - t0:.1f} s -> {out}")
     methods = {method: seg}
-    refs = ["ellipse", "grabcut"]  # the floor and the strongest classic baseline
-    if method in ("flip-grabcut", "flip-vote"):
-        refs.insert(0, "flip")  # Flip Learning's own masks, before the GrabCut refinement
-    if method == "flip-vote":
-        refs.insert(1, "flip-grabcut")  # the vote's second voter
-    from flipseg.methods.boxinst.model import default_model_path as boxinst_model
-
-    if boxinst_model().exists():
-        refs.insert(0, "boxinst")  # the shipped box-supervised U-Net
-    for ref in refs:
+    # flip-vote's three voters, then the floor and the strongest classic baseline
+    for ref in ("boxinst", "flip", "flip-grabcut", "ellipse", "grabcut"):
         if ref != method:
-            methods[ref] = get_segmenter(ref)
+            methods[ref] = make_segmenter(ref)
     res = evaluate_methods(samples, methods, dataset="samples (BUS-BRA)", out_dir=out / "metrics",
                            progress=False)
     table = format_table(list(res["methods"].values()))
@@ -256,27 +221,41 @@ def _whole_image_box(shape: tuple[int, ...]) -> Any:
     return Box(0, 0, shape[2], shape[1], 0, shape[0])  # arrays are [z, y, x]
 
 
-def _read_one_case(args: argparse.Namespace, needs_box: bool = True) -> dict[str, Any]:
-    """``--image`` (+ ``--mask``) and ``--box`` as one case (2D image or volume).
-
-    Without ``needs_box`` (whole-image models) ``--box`` may be left out: the case
-    then gets the whole image as its box.
-    """
+def _check_image_args(args: argparse.Namespace) -> list[Any]:
+    """``--image``, ``--mask`` and ``--box`` checked before anything heavy is imported: the
+    files exist and every box parses. Returns the parsed boxes."""
     from flipseg.boxes import Box
+
+    for flag, path in (("--image", args.image), ("--mask", args.mask)):
+        if path is not None and not Path(path).exists():
+            raise FlipsegError(f"{flag} file not found: {path}")
+    return [Box.parse(b) for b in (args.box or [])]
+
+
+def _read_image_cases(args: argparse.Namespace, boxes: list[Any], needs_box: bool) -> list[dict[str, Any]]:
+    """``--image`` (+ ``--mask``) with its ``--box`` options: one case per box (2D image or
+    volume), ``<image stem>`` for one box, ``<image stem>-box<K>`` (K from 1) for several.
+
+    Without ``needs_box`` (whole-image models) ``--box`` may be left out: the case then gets
+    the whole image as its box.
+    """
     from flipseg.data.folder import read_any_image, read_any_mask
     from flipseg.data.volumes import is_volume_path, volume_stem
 
-    if not args.box and needs_box:
+    if not boxes and needs_box:
         raise FlipsegError("--image needs --box x0,y0,x1,y1 (2D) or x0,y0,x1,y1,z0,z1 (3D)")
     image, spacing, meta = read_any_image(args.image)
-    box = Box.parse(args.box).validate(image.shape) if args.box else _whole_image_box(image.shape)
+    boxes = [b.validate(image.shape) for b in boxes] or [_whole_image_box(image.shape)]
     gt = read_any_mask([args.mask], image.shape) if args.mask else None
     stem = volume_stem(args.image) if is_volume_path(args.image) else Path(args.image).stem
-    case = {"case_id": stem, "image": image, "box": box, "mask": gt,
-            "spacing": spacing or (1.0,) * image.ndim}
-    if meta is not None:
-        case["volume_meta"] = meta
-    return case
+    cases = []
+    for k, box in enumerate(boxes, start=1):
+        case = {"case_id": stem if len(boxes) == 1 else f"{stem}-box{k}", "image": image,
+                "box": box, "mask": gt, "spacing": spacing or (1.0,) * image.ndim}
+        if meta is not None:
+            case["volume_meta"] = meta
+        cases.append(case)
+    return cases
 
 
 def _refine_case_boxes(cases: list[dict[str, Any]], model: str, needs_box: bool,
@@ -291,7 +270,7 @@ def _refine_case_boxes(cases: list[dict[str, Any]], model: str, needs_box: bool,
 
 
 def run_segment(args: argparse.Namespace) -> int:
-    """One image + box, or a whole dataset, written as mask/overlay/flipped/curve files.
+    """One image + box(es), or a whole dataset, written as mask/overlay/flipped/curve files.
 
     2D: ``<case>_mask.png``, ``_overlay.png`` (+ flip: ``_flipped.png``). 3D:
     ``<case>_mask.nii.gz`` with the geometry of the input volume, overlays of
@@ -300,22 +279,23 @@ def run_segment(args: argparse.Namespace) -> int:
     ``_curve.png`` and ``_curve.csv``; flip-vote a picture of its three voters and
     their vote, ``_voters.png``.
     """
-    from flipseg.bundles import method_of_model
-    from flipseg.segmenters import get_segmenter
+    from flipseg.methods import method_spec
 
-    _load_methods()
     out = Path(args.out)
-    if args.method is None:
-        args.method = method_of_model(args.model) if args.model else "flip"
-    _check_vote_model(args, [args.method])
-    seg = (None if args.method == "flip"
-           else get_segmenter(args.method, **_method_opts(args.method, args.model,
-                                                          vote_model=args.vote_model)))
-    needs_box = seg is None or seg.needs_box
     if args.image:
-        cases = [_read_one_case(args, needs_box)]
-    elif args.dataset:
-        cases, errors, _ = load_cases(args)
+        boxes = _check_image_args(args)
+    elif not args.dataset:
+        raise FlipsegError("give --image IMG --box x0,y0,x1,y1, or --dataset NAME")
+    method = args.method
+    if method is None and args.model:
+        from flipseg.methods import method_of_model
+
+        method = method_of_model(args.model)
+    needs_box = method is None or method_spec(method).kind == "box"
+    if args.image:
+        cases = _read_image_cases(args, boxes, needs_box)
+    else:
+        cases, errors, _ = _load_cases(args)
         for err in errors:
             print(f"skipped case {err[0]}: {err[1]}")
         if not needs_box:
@@ -324,19 +304,17 @@ def run_segment(args: argparse.Namespace) -> int:
         cases = [c for c in cases if c.get("box") is not None]
         if not cases:
             raise FlipsegError(f"dataset {args.dataset!r} has no case with a box")
-    else:
-        raise FlipsegError("give --image IMG --box x0,y0,x1,y1, or --dataset NAME")
     dims = _case_dims(cases)
+    method = method or _default_method(args, dims)
+    seg = _segmenters([method], args, dims)[method]
     if args.refine_box:
-        cases = _refine_case_boxes(cases, args.refine_box, needs_box, args.method)
+        cases = _refine_case_boxes(cases, args.refine_box, needs_box, method)
     rows = []
-    if args.method == "flip":
-        from flipseg.methods.flip.infer import FlipSegmenter
-
-        seg = FlipSegmenter(model=args.model, dims=dims)
+    ims, bxs = [c["image"] for c in cases], [c["box"] for c in cases]
+    if method == "flip":
         results = seg.model.segment_many(
-            [c["image"] for c in cases], [c["box"] for c in cases],
-            gt_masks=[c.get("mask") for c in cases], progress=True, seed=args.seed,
+            ims, bxs, gt_masks=[c.get("mask") for c in cases], progress=True, seed=args.seed,
+            batch_size=seg.batch_size,
         )
         for c, r in zip(cases, results):
             _write_result(out, c, r.mask, r.flipped)
@@ -348,17 +326,16 @@ def run_segment(args: argparse.Namespace) -> int:
     else:
         from flipseg.viz import mask_panels, save_png
 
-        ims, bxs = [c["image"] for c in cases], [c["box"] for c in cases]
         # flip-vote: also a picture of its three voters and their vote
-        parts = seg.vote_parts(ims, bxs, seed=args.seed) if args.method == "flip-vote" else None
-        preds = parts["flip-vote"] if parts else seg.segment_many(ims, bxs, seed=args.seed)
+        parts = seg.vote_parts(ims, bxs, seed=args.seed) if hasattr(seg, "vote_parts") else None
+        preds = parts[method] if parts else seg.segment_many(ims, bxs, seed=args.seed)
         for i, (c, m) in enumerate(zip(cases, preds)):
             _write_result(out, c, np.asarray(m, bool))
             if parts:
                 save_png(out / f"{c['case_id']}_voters.png",
                          mask_panels(c["image"], c["box"], {k: v[i] for k, v in parts.items()},
                                      gt=c.get("mask")))
-            rows.append({"case_id": c["case_id"], "method": args.method, "box": str(c["box"])})
+            rows.append({"case_id": c["case_id"], "method": method, "box": str(c["box"])})
     for c, row in zip(cases, rows):
         if "given_box" in c:  # --refine-box: the box segmented above is the refined one
             row["given_box"] = str(c["given_box"])
@@ -368,32 +345,56 @@ def run_segment(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    if args.recipe == "flip":
-        from flipseg.methods.flip.pipeline import train_flip_cli
+    """``flipseg train RECIPE``: the recipe registered under that name (``--fresh`` first
+    moves an earlier run aside)."""
+    from flipseg.methods import recipes
+    from flipseg.registry import resolve
+    from flipseg.runs import start_afresh
 
-        return train_flip_cli(args)
-    if args.recipe == "boxinst":
-        from flipseg.methods.boxinst.model import train_boxinst_cli
+    spec = recipes().get(args.recipe)
+    if spec is None:
+        raise FlipsegError(f"unknown training recipe {args.recipe!r}")
+    if getattr(args, "fresh", False):
+        start_afresh(args.out)
+    return int(resolve(spec.train)(args))
 
-        return train_boxinst_cli(args)
-    if args.recipe == "box-refiner":
-        from flipseg.methods.boxrefine.model import train_box_refiner_cli
 
-        return train_box_refiner_cli(args)
-    if args.recipe == "hybrid":
-        from flipseg.methods.hybrid.cli import train_hybrid_cli
+def run_classify(args: argparse.Namespace) -> int:
+    from flipseg.methods.lanet.cli import classify_cli
 
-        return train_hybrid_cli(args)
-    if args.recipe == "pseudo":
-        from flipseg.methods.pseudo.cli import train_pseudo_cli
+    return int(classify_cli(args))
 
-        return train_pseudo_cli(args)
-    if args.recipe == "lanet":
-        from flipseg.methods.lanet.cli import train_lanet_cli
 
-        return train_lanet_cli(args)
-    if args.recipe == "cam-mt":
-        from flipseg.methods.cam_mt.cli import train_cam_mt_cli
+def run_methods(args: argparse.Namespace) -> int:
+    """``flipseg methods``: the registry as a table (and each method's ``--set`` options)."""
+    import dataclasses
 
-        return train_cam_mt_cli(args)
-    raise FlipsegError(f"unknown training recipe {args.recipe!r}")
+    from flipseg.methods import default_method, method_names, method_spec
+    from flipseg.registry import resolve
+    from flipseg.runs import config_field_types
+
+    defaults = {default_method(2): "2D", default_method(3): "3D"}
+    print("| method | kind | dims | --model | train | what |")
+    print("|---|---|---|---|---|---|")
+    for name in method_names():
+        s = method_spec(name)
+        tag = f" (default {defaults[name]})" if name in defaults else ""
+        print(f"| {name}{tag} | {s.kind} | {'/'.join(map(str, s.dims))} | {s.model} | "
+              f"{s.recipe or ''} | {s.help} |")
+    if args.options:
+        for name in method_names():
+            s = method_spec(name)
+            if s.config is None:
+                continue
+            cls = resolve(s.config)
+            types = config_field_types(cls)
+            opts = ", ".join(f"{f.name}={f.default!r} ({getattr(types[f.name], '__name__', types[f.name])})"
+                             for f in dataclasses.fields(cls))
+            print(f"{name}: --set {opts}")
+    return 0
+
+
+def run_convert_model(args: argparse.Namespace) -> int:
+    from flipseg.convert import run_convert_model as convert
+
+    return int(convert(args))

@@ -1,10 +1,11 @@
-"""Registry of box -> mask segmenters used by ``flipseg evaluate`` / ``segment``.
+"""The segmenter interface every method implements.
 
-A segmenter factory takes keyword options and returns an object with
+A method's factory (its :class:`flipseg.registry.MethodSpec`) takes keyword options and
+returns an object with
 ``segment(image, box, *, seed) -> bool mask`` and
 ``segment_many(images, boxes, *, seed) -> list of masks`` (batched where the
 method can batch; the default loops). Baselines (plain functions) are wrapped
-by :class:`FunctionSegmenter`; methods register their own factories.
+by :class:`FunctionSegmenter`.
 """
 
 from __future__ import annotations
@@ -14,11 +15,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from flipseg.boxes import Box
-from flipseg.registry import Registry
 
-__all__ = ["SEGMENTERS", "Segmenter", "FunctionSegmenter", "get_segmenter"]
-
-SEGMENTERS: Registry[Callable[..., "Segmenter"]] = Registry("method")
+__all__ = ["FunctionSegmenter", "Segmenter"]
 
 
 class Segmenter:
@@ -51,15 +49,3 @@ class FunctionSegmenter(Segmenter):
         rng = np.random.default_rng(seed)
         mask = self.fn(image, box, rng=rng, **self.opts)
         return np.asarray(mask, dtype=bool)
-
-
-def get_segmenter(name: str, **opts: Any) -> Segmenter:
-    """Instantiate a registered segmenter by name (FlipsegError lists valid names)."""
-    _load_builtin()
-    return SEGMENTERS.get(name)(**opts)
-
-
-def _load_builtin() -> None:
-    # Importing the modules runs their register decorators.
-    # Core never imports methods/: the CLI imports ``flipseg.methods`` itself.
-    import flipseg.baselines  # noqa: F401

@@ -7,9 +7,10 @@ import torch
 from flipseg.baselines import BASELINES
 from flipseg.baselines import cam as cam_mod
 from flipseg.boxes import Box
+from flipseg.bundles import save_bundle
 from flipseg.errors import FlipsegError
+from flipseg.methods import get_segmenter
 from flipseg.networks.classifier import build_classifier
-from flipseg.segmenters import get_segmenter
 
 NAMES = ["cam", "gradcam", "gradcam++", "layercam", "eigengradcam", "ablationcam"]
 BOX = Box(28, 30, 70, 66)
@@ -44,14 +45,14 @@ def one_torch_thread():
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("cam") / "flip_model.pt"
+    path = tmp_path_factory.mktemp("cam") / "flip_model.safetensors"
     bundle = {
         "format": "flipseg-flip-1",
         "config": {"dims": 2},
         "q_network": {},
         "classifier": {"config": _classifier_config(), "state_dict": _state_dict()},
     }
-    torch.save(bundle, path)
+    save_bundle(path, bundle)
     return str(path)
 
 
@@ -156,10 +157,11 @@ def test_constant_map_gives_inscribed_ellipse(model_path, monkeypatch):
 def test_raw_classifier_checkpoint_and_folder(tmp_path, model_path):
     folder = tmp_path / "classifier"
     folder.mkdir()
-    torch.save({"format": "flipseg-classifier-1", "config": _classifier_config(),
-                "state_dict": _state_dict(), "epoch": 1}, folder / "classifier.pt")
+    save_bundle(folder / "classifier.safetensors", {"format": "flipseg-classifier-1",
+                                                    "config": _classifier_config(),
+                                                    "state_dict": _state_dict(), "epoch": 1})
     net, config = cam_mod.load_cam_classifier(tmp_path)  # a run folder
-    assert config["path"].endswith("classifier.pt") and config["input_size"] == 64
+    assert config["path"].endswith("classifier.safetensors") and config["input_size"] == 64
     a = cam_mod.cam_maps([_disc_image()], [BOX], model=tmp_path)[0]
     b = cam_mod.cam_maps([_disc_image()], [BOX], model=model_path)[0]
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)  # same weights, same map
@@ -173,7 +175,7 @@ def test_missing_or_bad_model_is_a_user_error(tmp_path, monkeypatch):
     image = _disc_image()
     with pytest.raises(FlipsegError, match="model not found"):
         get_segmenter("gradcam", model=tmp_path / "nope.pt").segment(image, BOX)
-    with pytest.raises(FlipsegError, match="no flip_model.pt"):
+    with pytest.raises(FlipsegError, match="no flip_model.safetensors"):
         get_segmenter("gradcam", model=tmp_path).segment(image, BOX)
     monkeypatch.setattr(cam_mod, "default_cam_model_path", lambda: tmp_path / "absent.pt")
     with pytest.raises(FlipsegError, match="flipseg train flip"):
@@ -181,10 +183,11 @@ def test_missing_or_bad_model_is_a_user_error(tmp_path, monkeypatch):
     (tmp_path / "junk.pt").write_text("not a model")
     with pytest.raises(FlipsegError, match="cannot read"):
         get_segmenter("gradcam", model=tmp_path / "junk.pt").segment(image, BOX)
-    torch.save({"format": "flipseg-classifier-1", "config": {"network": "resnet18", "dims": 2},
-                "state_dict": _state_dict()}, tmp_path / "mismatch.pt")
+    save_bundle(tmp_path / "mismatch.safetensors", {"format": "flipseg-classifier-1",
+                                                    "config": {"network": "resnet18", "dims": 2},
+                                                    "state_dict": _state_dict()})
     with pytest.raises(FlipsegError, match="do not fit network 'resnet18'"):
-        get_segmenter("gradcam", model=tmp_path / "mismatch.pt").segment(image, BOX)
+        get_segmenter("gradcam", model=tmp_path / "mismatch.safetensors").segment(image, BOX)
 
 
 def test_bad_inputs_are_user_errors(model_path):

@@ -33,7 +33,8 @@ def test_one_epoch_writes_files_and_resumes(phantoms, tmp_path):
     train, val = phantoms[:8], phantoms[8:]
     model, report = train_classifier(train, val, _cfg(epochs=1), tmp_path, progress=False)
     assert isinstance(model, FlipClassifier)
-    for name in ("classifier.pt", "classifier_config.json", "classifier_report.json"):
+    for name in ("classifier.pt", "classifier.safetensors", "classifier_config.json",
+                 "classifier_report.json"):
         assert (tmp_path / name).exists()
     saved = json.loads((tmp_path / "classifier_report.json").read_text())
     assert set(saved["validation"]) >= {"accuracy", "precision", "recall", "f1", "auc"}

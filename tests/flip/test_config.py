@@ -5,7 +5,7 @@ import pytest
 from flipseg.errors import FlipsegError
 from flipseg.methods.flip.classifier import ClassifierConfig
 from flipseg.methods.flip.config import PAPER_2D_LEVELS, PAPER_3D_LEVELS, FlipConfig, default_config
-from flipseg.methods.flip.pipeline import parse_overrides
+from flipseg.runs import parse_overrides
 
 
 def test_paper_preset_is_the_papers_reward_and_curriculum():
@@ -33,14 +33,15 @@ def test_unknown_preset_and_bad_values_are_user_errors():
 
 
 def test_parse_overrides_types_and_errors():
-    out = parse_overrides(["levels=50,100", "use_prior=true", "csr_tolerance=0.03", "agents=3"])
+    out = parse_overrides(["levels=50,100", "use_prior=true", "csr_tolerance=0.03", "agents=3"],
+                          FlipConfig, "flip")
     assert out == {"levels": (50, 100), "use_prior": True, "csr_tolerance": 0.03, "agents": 3}
     assert parse_overrides(["fill_scheme=residual"], ClassifierConfig, "classifier") == {
         "fill_scheme": "residual"}
     with pytest.raises(FlipsegError, match="unknown classifier option"):
         parse_overrides(["nope=1"], ClassifierConfig, "classifier")
     with pytest.raises(FlipsegError, match="not a valid"):
-        parse_overrides(["agents=two"])
+        parse_overrides(["agents=two"], FlipConfig, "flip")
 
 
 def test_configs_saved_before_new_options_keep_their_behaviour(tmp_path):

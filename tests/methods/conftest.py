@@ -62,7 +62,7 @@ class RecipeCli:
 
     def parse(self, argv: list[str]) -> argparse.Namespace:
         parser = argparse.ArgumentParser(prog="flipseg train")
-        self.add_parser(parser.add_subparsers(dest="recipe", required=True))
+        self.add_parser(parser.add_subparsers(dest="recipe", required=True).add_parser(self.recipe))
         return parser.parse_args([self.recipe, *argv])
 
     def __call__(self, argv: list[str]) -> int:
@@ -79,7 +79,7 @@ class RecipeCli:
 
 @pytest.fixture
 def recipe_cli(tmp_path):
-    """``recipe_cli("pseudo", add_pseudo_parser, train_pseudo_cli)`` -> a :class:`RecipeCli`."""
+    """``recipe_cli("pseudo", add_pseudo_args, train_pseudo_cli)`` -> a :class:`RecipeCli`."""
 
     def make(recipe: str, add_parser: Callable, command: Callable) -> RecipeCli:
         return RecipeCli(recipe, add_parser, command, tmp_path / "bad")

@@ -81,7 +81,7 @@ def _train_tiny(run, epochs: int) -> int:
 def test_train_and_evaluate_boxinst_from_the_cli(tmp_path, capsys):
     run = tmp_path / "run"
     assert _train_tiny(run, 2) == 0
-    assert (run / "boxinst_model.pt").exists() and (run / "train_log.csv").exists()
+    assert (run / "boxinst_model.safetensors").exists() and (run / "train_log.csv").exists()
     lines = (run / "train_log.csv").read_text().splitlines()
     assert len(lines) == 3 and "val_dice" in lines[0] and "val_fill" in lines[0]
     # a finished run re-run resumes: no more epochs
@@ -138,7 +138,7 @@ def test_a_trained_boxinst_run_is_flip_votes_third_voter_from_the_cli(tmp_path, 
     assert "flip-vote" in (tmp_path / "ev" / "summary.md").read_text()
     assert main(["evaluate", *data, "--method", "flip", "--vote-model", str(run),
                  "--out", str(tmp_path / "ev2")]) == 2
-    assert "third voter of --method flip-vote" in capsys.readouterr().err
+    assert "--vote-model does nothing for flip" in capsys.readouterr().err
     assert main(["evaluate", *data, "--method", "flip-vote", "--vote-model", str(tmp_path),
                  "--out", str(tmp_path / "ev3")]) == 2
     assert "no boxinst model" in capsys.readouterr().err
@@ -158,8 +158,8 @@ def test_mask_loss_is_lowest_for_the_target_mask():
 
 def test_pseudo_masks_are_the_methods_masks_drawn_once_and_kept(tmp_path, monkeypatch):
     from flipseg.data import load_dataset
+    from flipseg.methods import get_segmenter
     from flipseg.methods.boxinst import model as bi
-    from flipseg.segmenters import get_segmenter
 
     samples = load_dataset("phantom2d", n=3)
     cfg = BoxInstConfig(supervision="pseudo", pseudo_method="ellipse")
@@ -172,7 +172,7 @@ def test_pseudo_masks_are_the_methods_masks_drawn_once_and_kept(tmp_path, monkey
     def no_method(name, **kw):
         raise AssertionError("drawn again")
 
-    monkeypatch.setattr("flipseg.segmenters.get_segmenter", no_method)
+    monkeypatch.setattr("flipseg.methods.get_segmenter", no_method)
     again = bi.pseudo_masks(samples, cfg, tmp_path, progress=False)
     assert all(np.array_equal(a, b) for a, b in zip(drawn, again))
     # another method, or other boxes, are drawn anew
@@ -218,8 +218,8 @@ def test_mask_supervision_needs_every_mask_and_pseudo_a_box_method(tmp_path):
 
 def test_pseudo_masks_resume_after_a_kill_and_draw_only_the_rest(tmp_path, monkeypatch):
     from flipseg.data import load_dataset
+    from flipseg.methods import get_segmenter
     from flipseg.methods.boxinst import model as bi
-    from flipseg.segmenters import get_segmenter
 
     samples = load_dataset("phantom2d", n=5)
     cfg = BoxInstConfig(supervision="pseudo", pseudo_method="ellipse")
@@ -241,12 +241,12 @@ def test_pseudo_masks_resume_after_a_kill_and_draw_only_the_rest(tmp_path, monke
                 return ell.segment_many(images, boxes, seed=seed)
         return lambda name, **kw: Seg()
 
-    monkeypatch.setattr("flipseg.segmenters.get_segmenter", counting(kill_after=3))
+    monkeypatch.setattr("flipseg.methods.get_segmenter", counting(kill_after=3))
     with pytest.raises(Killed):
         bi.pseudo_masks(samples, cfg, tmp_path, progress=False, chunk=2)
     assert drawn == [1] * 4  # two chunks of two were drawn and kept before the kill
     drawn.clear()
-    monkeypatch.setattr("flipseg.segmenters.get_segmenter", counting(kill_after=99))
+    monkeypatch.setattr("flipseg.methods.get_segmenter", counting(kill_after=99))
     masks = bi.pseudo_masks(samples, cfg, tmp_path, progress=False, chunk=2)
     assert drawn == [1]  # only the fifth box is drawn again
     ell = get_segmenter("ellipse")

@@ -8,6 +8,7 @@ import pytest
 from flipseg.boxes import Box
 from flipseg.cli import main
 from flipseg.errors import FlipsegError
+from flipseg.methods import get_segmenter
 from flipseg.methods.boxrefine.model import (
     BoxRefineConfig,
     BoxRefiner,
@@ -18,7 +19,6 @@ from flipseg.methods.boxrefine.model import (
     edge_targets,
     train_box_refiner,
 )
-from flipseg.segmenters import get_segmenter
 
 TINY = dict(input_size=32, channels=(8, 16), hidden=32, batch_size=16, num_threads=1)
 
@@ -111,7 +111,7 @@ def test_box_refiner_from_the_cli(tmp_path, capsys):
             "--set", "hidden=16"]
     assert main(["train", "box-refiner", "--dataset", "phantom2d", "--out", str(run),
                  "--no-progress", *tiny]) == 0
-    assert (run / "boxrefine_model.pt").exists()
+    assert (run / "boxrefine_model.safetensors").exists()
     out = tmp_path / "eval"
     assert main(["evaluate", "--dataset", "phantom2d", "--method", "ellipse", "--method", "box",
                  "--refine-box", str(run), "--box-shift", "0-10", "--repeats", "1",

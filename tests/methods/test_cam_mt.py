@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from flipseg.baselines.shapes import inscribed_ellipse
 from flipseg.boxes import Box
+from flipseg.bundles import save_bundle
 from flipseg.data import phantom_dataset_2d, write_png
 from flipseg.errors import FlipsegError
 from flipseg.methods.cam_mt import (
@@ -31,7 +32,7 @@ from flipseg.methods.cam_mt import (
     top_percent_threshold,
 )
 from flipseg.methods.cam_mt.cams import TUMOR, cam_classifier_loss
-from flipseg.methods.cam_mt.cli import add_cam_mt_parser, resolve_config, train_cam_mt_cli
+from flipseg.methods.cam_mt.cli import add_cam_mt_args, resolve_config, train_cam_mt_cli
 from flipseg.methods.cam_mt.config import apply_overrides
 from flipseg.methods.cam_mt.mean_teacher import (
     consistency_weight,
@@ -331,7 +332,7 @@ def test_end_to_end_run_resumes_and_predicts(tmp_path):
     summary = run_cam_mt(train, cfg, tmp_path / "run", test_samples=test, progress=False)
     assert summary["n_tumor"] == 6 and summary["n_selected"] + summary["n_unselected"] == 6
     assert summary["n_selected"] >= 1 and set(summary["test"]) >= {"tumor_iou", "background_iou", "miou"}
-    for f in ("config.json", "selection.csv", "pseudo_masks.npz", "classifier/cam_classifier.pt",
+    for f in ("config.json", "selection.csv", "pseudo_masks.npz", "classifier/cam_classifier.safetensors",
               "mean_teacher/mt_checkpoint.pt", "mean_teacher/train_log.csv", "metrics.json"):
         assert (tmp_path / "run" / f).exists(), f
     # resume: one more epoch of each stage continues from the checkpoints
@@ -374,7 +375,7 @@ def test_config_overrides_and_cli(tmp_path):
         write_png(folder / f"{s['label']} ({n}).png", s["image"].astype(np.uint8))
         write_png(folder / f"{s['label']} ({n})_mask.png", s["mask"])
     parser = argparse.ArgumentParser()
-    add_cam_mt_parser(parser.add_subparsers(dest="recipe"))
+    add_cam_mt_args(parser.add_subparsers(dest="recipe").add_parser("cam-mt"))
     sets = ["classifier.widths=4,8", "classifier.input_size=32", "classifier.epochs=1",
             "selection.iou_threshold=0", "mean_teacher.image_size=32", "mean_teacher.channels=4,8",
             "mean_teacher.epochs=1", "mean_teacher.batch_size=4", "mean_teacher.labeled_batch_size=2"]
@@ -461,7 +462,7 @@ def test_classifier_saved_before_the_new_options_loads_as_trained(tmp_path):
     model = CamClassifier(cfg)
     old = {k: v for k, v in cfg.to_dict().items() if k not in ("pooling", "convs_per_block", "augment",
                                                                  "lse_r")}
-    torch.save({"format": _FORMAT, "config": old, "state_dict": model.state_dict()}, tmp_path / MODEL_FILE)
+    save_bundle(tmp_path / MODEL_FILE, {"format": _FORMAT, "config": old, "state_dict": model.state_dict()})
     loaded = load_cam_classifier_model(tmp_path / MODEL_FILE)
     assert loaded.cfg.pooling == "avg" and loaded.cfg.convs_per_block == 1
     assert CamClassifierConfig().pooling == "max"  # the current default differs: the legacy value matters

@@ -13,10 +13,11 @@ import torch
 from flipseg.boxes import Box
 from flipseg.data import make_sample
 from flipseg.errors import FlipsegError
+from flipseg.methods import get_segmenter
 from flipseg.methods.hybrid import (
     HybridConfig,
     HybridModel,
-    add_hybrid_parser,
+    add_hybrid_args,
     box_target,
     choose_strong,
     hybrid_loss,
@@ -30,7 +31,6 @@ from flipseg.methods.hybrid import train as hybrid_train
 from flipseg.methods.hybrid.losses import ppa_weight
 from flipseg.methods.hybrid.predict import HybridSegmenter
 from flipseg.networks.hybrid import ENCODERS, HybridNet
-from flipseg.segmenters import SEGMENTERS
 
 TINY = dict(input_size=32, epochs=2, batch_size=4, strong_fraction=0.5, ppa_kernel=5, num_threads=1)
 
@@ -267,7 +267,7 @@ def test_config_round_trip_poly_lr_and_bad_options():
 # ------------------------------------------------------------------ training
 def test_training_writes_the_run_folder(trained_run):
     run, cfg = trained_run
-    for name in ("config.json", "strong_split.json", "hybrid_checkpoint.pt", "hybrid_model.pt",
+    for name in ("config.json", "strong_split.json", "hybrid_checkpoint.pt", "hybrid_model.safetensors",
                  "train_log.csv"):
         assert (run / name).exists()
     rows = (run / "train_log.csv").read_text().splitlines()
@@ -315,7 +315,7 @@ def test_prediction_is_at_the_image_resolution_and_ignores_the_box(trained_run, 
         np.testing.assert_array_equal(model.predict(im), m)
     probs = model.probabilities(images[:1])[0]
     np.testing.assert_array_equal(probs > model.cfg.threshold, masks[0])
-    seg = SEGMENTERS.get("hybrid")(model=str(run))
+    seg = get_segmenter("hybrid", model=str(run))
     assert isinstance(seg, HybridSegmenter) and seg.dims == (2,)
     a = seg.segment(images[0], Box(0, 0, 5, 5))
     b = seg.segment_many([images[0]], [Box(10, 10, 40, 30)])[0]
@@ -330,13 +330,13 @@ def test_prediction_is_at_the_image_resolution_and_ignores_the_box(trained_run, 
 
 # ----------------------------------------------------------------------- CLI
 def test_cli_trains_resumes_and_reports_user_mistakes(tmp_path, recipe_cli):
-    cli = recipe_cli("hybrid", add_hybrid_parser, train_hybrid_cli)
+    cli = recipe_cli("hybrid", add_hybrid_args, train_hybrid_cli)
     out = tmp_path / "cli"
     tiny = ["--dataset", "phantom2d", "--data-opt", "n=8", "--data-opt", "shape=32,40", "--out", str(out),
             "--no-progress", "--set", "input_size=32", "--set", "epochs=1", "--set", "batch_size=4",
             "--set", "num_threads=1", "--set", "ppa_kernel=5"]
     assert cli([*tiny, "--strong-fraction", "0.5"]) == 0
-    assert (out / "hybrid_model.pt").exists() and (out / "data.json").exists()
+    assert (out / "hybrid_model.safetensors").exists() and (out / "data.json").exists()
     assert HybridModel.load(out).cfg.strong_fraction == 0.5
     assert cli(tiny) == 0  # re-run: resumes with the saved config
     assert len((out / "train_log.csv").read_text().splitlines()) == 2
@@ -358,9 +358,9 @@ def test_cli_trains_resumes_and_reports_user_mistakes(tmp_path, recipe_cli):
 def test_parser_and_package_do_not_import_torch():
     code = ("import sys, argparse\n"
             "import flipseg.methods.hybrid\n"
-            "from flipseg.methods.hybrid.cli import add_hybrid_parser\n"
+            "from flipseg.methods.hybrid.cli import add_hybrid_args\n"
             "p = argparse.ArgumentParser()\n"
-            "add_hybrid_parser(p.add_subparsers(dest='recipe'))\n"
+            "add_hybrid_args(p.add_subparsers(dest='recipe').add_parser('hybrid'))\n"
             "print('torch' in sys.modules)\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr

@@ -9,11 +9,12 @@ import torch
 import torch.nn.functional as F
 
 from flipseg.boxes import Box
+from flipseg.bundles import save_bundle
 from flipseg.errors import FlipsegError
 from flipseg.methods.lanet import (
     LANetConfig,
     LANetModel,
-    add_lanet_parser,
+    add_lanet_args,
     choose_location_labelled,
     hybrid_loss,
     pseudo_label_gate,
@@ -115,8 +116,8 @@ def test_config_switches_reach_the_network_and_survive_saving(tmp_path):
     net = build_network(cfg)
     assert _count(net, ChannelAttention) == _count(net, SpatialAttention) == _count(net, MaskAttention) == 0
     assert _count(build_network(LANetConfig()), ChannelAttention) == 4
-    path = tmp_path / "m.pt"
-    torch.save(LANetModel(cfg).bundle(), path)
+    path = tmp_path / "m.safetensors"
+    save_bundle(path, LANetModel(cfg).bundle())
     loaded = LANetModel.load(path)
     assert loaded.cfg == cfg and _count(loaded.net, SpatialAttention) == 0
 
@@ -266,13 +267,13 @@ def test_loaded_model_predicts_probabilities_maps_and_gradcam(trained_run, phant
 
 # ------------------------------------------------------------------- CLI
 def test_cli_trains_resumes_and_reports_user_mistakes(tmp_path, recipe_cli):
-    cli = recipe_cli("lanet", add_lanet_parser, train_lanet_cli)
+    cli = recipe_cli("lanet", add_lanet_args, train_lanet_cli)
     out = tmp_path / "cli"
     tiny = ["--dataset", "phantom2d", "--data-opt", "n=10", "--data-opt", "shape=32,40", "--out", str(out),
             "--no-progress", "--set", "input_size=32", "--set", "stage1_epochs=1", "--set", "stage2_epochs=1",
             "--set", "batch_size=4", "--set", "num_threads=1"]
     assert cli([*tiny, "--loc-fraction", "0.5"]) == 0
-    assert (out / "lanet_model.pt").exists() and (out / "data.json").exists()
+    assert (out / "lanet_model.safetensors").exists() and (out / "data.json").exists()
     assert LANetModel.load(out).cfg.loc_fraction == 0.5
     assert cli(tiny) == 0  # re-run: resumes with the saved config
     assert len((out / "train_log.csv").read_text().splitlines()) == 3

@@ -10,10 +10,11 @@ import torch
 
 from flipseg.boxes import Box
 from flipseg.errors import FlipsegError
+from flipseg.methods import get_segmenter
 from flipseg.methods.pseudo import (
     PseudoConfig,
     PseudoUNetModel,
-    add_pseudo_parser,
+    add_pseudo_args,
     budget_count,
     choose_real_masks,
     make_pseudo_masks,
@@ -26,7 +27,6 @@ from flipseg.methods.pseudo import (
 from flipseg.methods.pseudo import train as pseudo_train
 from flipseg.methods.pseudo.train import box_at, label_at
 from flipseg.networks.unet import build_unet
-from flipseg.segmenters import get_segmenter
 
 TINY = dict(input_size=32, channels=(8, 16, 32), epochs=3, refresh_every=2, batch_size=4,
             min_steps_per_epoch=2, masks_budget="3", pseudo="ellipse", num_threads=1)
@@ -278,14 +278,14 @@ def test_segmenter_ignores_the_box_unless_asked(trained_run, phantoms):
 
 # ------------------------------------------------------------------------ CLI
 def test_cli_trains_resumes_and_reports_user_mistakes(tmp_path, recipe_cli):
-    cli = recipe_cli("pseudo", add_pseudo_parser, train_pseudo_cli)
+    cli = recipe_cli("pseudo", add_pseudo_args, train_pseudo_cli)
     out = tmp_path / "cli"
     tiny = ["--dataset", "phantom2d", "--data-opt", "n=8", "--data-opt", "shape=32,40", "--out", str(out),
             "--no-progress", "--pseudo", "box", "--set", "input_size=16", "--set", "channels=4,8",
             "--set", "epochs=1", "--set", "batch_size=4", "--set", "min_steps_per_epoch=1",
             "--set", "num_threads=1"]
     assert cli([*tiny, "--masks-budget", "25%"]) == 0
-    assert (out / "pseudo_model.pt").exists() and (out / "data.json").exists()
+    assert (out / "pseudo_model.safetensors").exists() and (out / "data.json").exists()
     loaded = PseudoUNetModel.load(out)
     assert loaded.cfg.masks_budget == "25%" and loaded.cfg.pseudo == "box"
     assert loaded.meta["n_real"] == budget_count("25%", 8)

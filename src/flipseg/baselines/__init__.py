@@ -1,7 +1,7 @@
 """Box -> mask baselines, all with one signature ``fn(image, box, *, rng) -> bool mask``.
 
-Each is registered by name in :data:`BASELINES` and as a segmenter in
-:data:`flipseg.segmenters.SEGMENTERS`.
+Each is registered once, by :func:`register_baseline` on its function: by name in
+:data:`BASELINES` and as a box -> mask method in :data:`flipseg.registry.METHODS`.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Callable
 
 import numpy as np
 
-from flipseg.registry import Registry
-from flipseg.segmenters import SEGMENTERS, FunctionSegmenter
+from flipseg.registry import MethodSpec, Registry, register_method
+from flipseg.segmenters import FunctionSegmenter
 
 __all__ = ["BASELINES", "register_baseline"]
 
@@ -19,8 +19,13 @@ BaselineFn = Callable[..., np.ndarray]
 BASELINES: Registry[BaselineFn] = Registry("baseline")
 
 
-def register_baseline(name: str, *, dims: tuple[int, ...] = (2,)) -> Callable[[BaselineFn], BaselineFn]:
-    """Register ``fn(image, box, *, rng, **opts) -> mask`` as baseline and segmenter ``name``."""
+def register_baseline(name: str, *, dims: tuple[int, ...] = (2,), model: str = "none",
+                      help: str = "") -> Callable[[BaselineFn], BaselineFn]:
+    """Register ``fn(image, box, *, rng, **opts) -> mask`` as baseline and method ``name``.
+
+    ``model="optional"``: the function takes ``model=`` (``--model`` on the command line);
+    ``help`` defaults to the first line of the function's docstring.
+    """
 
     def deco(fn: BaselineFn) -> BaselineFn:
         fn.dims = dims  # type: ignore[attr-defined]
@@ -31,7 +36,9 @@ def register_baseline(name: str, *, dims: tuple[int, ...] = (2,)) -> Callable[[B
             seg.dims = dims
             return seg
 
-        SEGMENTERS.register(name)(factory)
+        doc = (fn.__doc__ or name).strip().splitlines()[0].strip("`. ")
+        register_method(MethodSpec(name=name, kind="box", dims=dims, help=help or doc,
+                                   factory=factory, model=model, source=fn.__module__))
         return fn
 
     return deco

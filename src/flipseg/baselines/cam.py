@@ -39,24 +39,23 @@ Rule (not error handling): a map that is constant inside the box (e.g. all zero
 after the ReLU) says nothing about where the lesion is; the result is then the
 inscribed ellipse, as for the other baselines' degenerate cases.
 
-The classifier comes from a Flip Learning model file (``flip_model.pt``, the
-shipped ``flipseg/models/flip2d.pt`` by default) or from a classifier checkpoint
-(``classifier.pt``) written by ``flipseg train``. Model files are trusted
-pickles, as for ``flipseg segment --method flip``.
+The classifier comes from a Flip Learning model file (``flip_model.safetensors``,
+the shipped ``flipseg/models/flip2d.safetensors`` by default) or from a classifier
+model file (``classifier.safetensors``) written by ``flipseg train``. Model files
+are data (:mod:`flipseg.bundles`): reading one runs no code from it.
 """
 
 from __future__ import annotations
 
 import copy
 from functools import cached_property
-from importlib import resources
+from importlib import import_module, resources
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.visualize import CAM, GradCAM, GradCAMpp
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 from torch import fx, nn
@@ -64,6 +63,7 @@ from torch import fx, nn
 from flipseg.baselines import register_baseline
 from flipseg.baselines.shapes import inscribed_ellipse
 from flipseg.boxes import Box
+from flipseg.bundles import load_bundle
 from flipseg.errors import FlipsegError
 from flipseg.networks.classifier import build_classifier
 from flipseg.registry import Registry
@@ -87,7 +87,7 @@ NODULE = 0
 _FLIP_FORMAT = "flipseg-flip-1"
 _CLASSIFIER_FORMAT = "flipseg-classifier-1"
 #: Files looked for, in order, when ``model`` is a folder (a run or its classifier folder).
-_MODEL_FILES = ("flip_model.pt", "classifier.pt", "classifier/classifier.pt")
+_MODEL_FILES = ("flip_model.safetensors", "classifier.safetensors", "classifier/classifier.safetensors")
 
 #: Loaded classifiers: resolved file path -> (network, config). Filled once per path.
 _MODELS: dict[str, tuple[nn.Module, dict[str, Any]]] = {}
@@ -98,7 +98,7 @@ _EXPLAINERS: dict[tuple[str, str], "_CamBase"] = {}
 # --------------------------------------------------------------------- model
 def default_cam_model_path() -> Path:
     """The 2D Flip Learning model shipped inside the package (its classifier is used)."""
-    return Path(str(resources.files("flipseg") / "models" / "flip2d.pt"))
+    return Path(str(resources.files("flipseg") / "models" / "flip2d.safetensors"))
 
 
 def _resolve_model_path(path: str | Path | None) -> Path:
@@ -115,6 +115,9 @@ def _resolve_model_path(path: str | Path | None) -> Path:
         for name in _MODEL_FILES:
             if (p / name).is_file():
                 return p / name
+        for name in _MODEL_FILES:  # a run folder of an older flipseg: say how to convert it
+            if (p / name.replace(".safetensors", ".pt")).is_file():
+                return p / name.replace(".safetensors", ".pt")  # refused by load_bundle, unread
         raise FlipsegError(f"no {' or '.join(_MODEL_FILES)} in model folder {p}")
     if not p.exists():
         raise FlipsegError(f"model not found: {p}")
@@ -126,8 +129,8 @@ def load_cam_classifier(path: str | Path | None = None) -> tuple[nn.Module, dict
 
     Parameters
     ----------
-    path : a Flip Learning model file (``flip_model.pt``), a classifier
-        checkpoint (``classifier.pt``), a folder holding one of them, or None
+    path : a Flip Learning model file (``flip_model.safetensors``), a classifier
+        model file (``classifier.safetensors``), a folder holding one of them, or None
         for the shipped 2D model.
 
     Returns
@@ -149,10 +152,7 @@ def load_cam_classifier(path: str | Path | None = None) -> tuple[nn.Module, dict
 
 
 def _read_classifier(path: Path) -> tuple[nn.Module, dict[str, Any]]:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # a corrupt or foreign file is a user mistake
-        raise FlipsegError(f"cannot read model file {path}: {exc}") from None
+    ckpt = load_bundle(path, "model file")
     fmt = ckpt.get("format") if isinstance(ckpt, dict) else None
     if fmt == _FLIP_FORMAT:
         inner = ckpt.get("classifier")
@@ -317,11 +317,13 @@ class _MonaiCam(_CamBase):
     normalisation (none: Otsu does not need it) are ours.
     """
 
-    monai_class: type = GradCAM
+    #: Name of the ``monai.visualize`` class (imported on first use: monai is slow to import).
+    monai_class: str = "GradCAM"
 
     def __init__(self, network: nn.Module, layer: str) -> None:
         super().__init__(network, layer)
-        self.explainer = self.monai_class(
+        explainer_class = getattr(import_module("monai.visualize"), self.monai_class)
+        self.explainer = explainer_class(
             nn_module=copy.deepcopy(network),
             target_layers=layer,
             upsampler=_no_upsampling,
@@ -345,7 +347,7 @@ class _MonaiCam(_CamBase):
 class _MonaiCAM(_MonaiCam):
     """Needs the linear layer after global pooling; both our networks call it ``fc``."""
 
-    monai_class = CAM
+    monai_class = "CAM"
 
     def monai_options(self, network: nn.Module) -> dict[str, Any]:
         fc = getattr(network, "fc", None)
@@ -360,12 +362,12 @@ class _MonaiCAM(_MonaiCam):
 
 @CAM_METHODS.register("gradcam")
 class _MonaiGradCAM(_MonaiCam):
-    monai_class = GradCAM
+    monai_class = "GradCAM"
 
 
 @CAM_METHODS.register("gradcam++")
 class _MonaiGradCAMpp(_MonaiCam):
-    monai_class = GradCAMpp
+    monai_class = "GradCAMpp"
     max_batch = 1  # see the module docstring: monai's GradCAMpp mixes up batched scores
 
 
@@ -555,4 +557,7 @@ def _make_baseline(method: str) -> Callable[..., np.ndarray]:
 
 
 for _method in CAM_METHODS:
-    register_baseline(_method, dims=(2,))(_make_baseline(_method))
+    register_baseline(
+        _method, dims=(2,), model="optional",
+        help=f"{_method} map of the Flip classifier (--model: a Flip run), thresholded in the box",
+    )(_make_baseline(_method))

@@ -5,8 +5,11 @@ folder holds a checkpoint, refuse it if it was made with another configuration,
 else reload it and go on after its last finished epoch; after every epoch save
 the checkpoint and the inference bundle atomically (an interrupted run loses at
 most the epoch under way), rewrite ``train_log.csv`` and print the log row.
-The checkpoints' and bundles' contents stay each recipe's own (their formats
-are unchanged); this module only moves them to and from disk.
+The checkpoints' and bundles' contents stay each recipe's own; this module only
+moves them to and from disk: a checkpoint (only ever read back by its own run
+folder to resume) with ``torch.save`` / :func:`load_torch_checkpoint`, the
+bundle (the model file users pass around) as data, with
+:func:`flipseg.bundles.save_bundle` (``.safetensors``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any, Callable, Collection, Mapping, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from flipseg.bundles import save_bundle
 from flipseg.errors import FlipsegError
 from flipseg.io_utils import atomic_save, atomic_write_text
 
@@ -29,6 +33,7 @@ __all__ = [
     "epoch_state",
     "final_model",
     "load_checkpoint",
+    "load_torch_checkpoint",
     "load_states",
     "open_run",
     "resume_epochs",
@@ -57,6 +62,34 @@ def cpu_state(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
 def save_torch(path: str | Path, obj: Any) -> Path:
     """``torch.save(obj)`` to ``path`` atomically (a temporary file, then a rename)."""
     return atomic_save(path, lambda tmp: torch.save(obj, tmp))
+
+
+def _numpy_scalar_globals() -> list[Any]:
+    """What unpickling a numpy scalar takes (optimizer and scheduler states may hold
+    ``np.float64`` learning rates, e.g. from a cosine schedule)."""
+    import numpy as np
+
+    try:
+        from numpy._core.multiarray import scalar  # numpy >= 2
+    except ImportError:  # numpy 1.x
+        from numpy.core.multiarray import scalar
+    dtype_classes = {type(np.dtype(c)) for c in "?bBhHiIlLqQefdgFDG"}  # numpy.dtypes.Float64DType, ...
+    return [scalar, np.dtype, *sorted(dtype_classes, key=lambda c: c.__name__)]
+
+
+def load_torch_checkpoint(path: str | Path) -> Any:
+    """A training checkpoint (``torch.save``) on the CPU, read with ``weights_only=True``:
+    tensors, plain containers and numpy scalars only, no code from the file runs.
+
+    On torch < 2.5 (no ``torch.serialization.safe_globals`` to allow numpy scalars) it
+    falls back to a full unpickling: a checkpoint is only ever read back by the run
+    folder that wrote it.
+    """
+    safe_globals = getattr(torch.serialization, "safe_globals", None)
+    if safe_globals is None:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    with safe_globals(_numpy_scalar_globals()):
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def write_config(run: Path, config: Mapping[str, Any]) -> None:
@@ -89,7 +122,7 @@ def load_checkpoint(path: Path, config: Mapping[str, Any] | None = None,
     """
     if not path.exists():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = load_torch_checkpoint(path)
     if config is None or "config" not in state:
         return state
     saved, now = _comparable(state["config"], resumable), _comparable(config, resumable)
@@ -185,14 +218,15 @@ def save_epoch(
     run
         The run folder.
     checkpoint, bundle
-        ``(file name, contents)`` of the checkpoint and of the inference bundle.
+        ``(file name, contents)`` of the checkpoint (``torch.save``) and of the inference
+        bundle (:func:`~flipseg.bundles.save_bundle`).
     log
         Every epoch's log row so far (``train_log.csv``).
     progress
         Also print the last row, as JSON after ``label``.
     """
     save_torch(run / checkpoint[0], checkpoint[1])
-    save_torch(run / bundle[0], bundle[1])
+    save_bundle(run / bundle[0], bundle[1])
     write_log(run / LOG_FILE, log)
     if progress:
         tqdm.write(label + json.dumps({k: round(v, 4) if isinstance(v, float) else v
@@ -200,9 +234,10 @@ def save_epoch(
 
 
 def final_model(path: Path, make_bundle: Callable[[], dict[str, Any]]) -> Path:
-    """``path``, after saving ``make_bundle()`` there if no epoch has (nothing left to train)."""
+    """``path``, after saving ``make_bundle()`` there (:func:`~flipseg.bundles.save_bundle`) if
+    no epoch has (nothing left to train)."""
     if not path.exists():
-        save_torch(path, make_bundle())
+        save_bundle(path, make_bundle())
     return path
 
 

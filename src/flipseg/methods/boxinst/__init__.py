@@ -1,25 +1,15 @@
 """Box-supervised U-Net with BoxInst's projection and pairwise losses (``boxinst``)."""
 
-from flipseg.methods.boxinst.losses import (
-    mask_loss,
-    pairwise_affinity,
-    pairwise_loss,
-    projection_loss,
-)
-from flipseg.methods.boxinst.model import (
-    BoxInstConfig,
-    BoxInstModel,
-    BoxInstSegmenter,
-    train_boxinst,
-)
+from flipseg.methods.common import lazy_exports
 
-__all__ = [
-    "BoxInstConfig",
-    "BoxInstModel",
-    "BoxInstSegmenter",
-    "mask_loss",
-    "pairwise_affinity",
-    "pairwise_loss",
-    "projection_loss",
-    "train_boxinst",
-]
+# Names are imported on first use so that registering the method does not load PyTorch.
+__all__, __getattr__ = lazy_exports(__name__, {
+    "BoxInstConfig": "flipseg.methods.boxinst.model",
+    "BoxInstModel": "flipseg.methods.boxinst.model",
+    "BoxInstSegmenter": "flipseg.methods.boxinst.model",
+    "mask_loss": "flipseg.methods.boxinst.losses",
+    "pairwise_affinity": "flipseg.methods.boxinst.losses",
+    "pairwise_loss": "flipseg.methods.boxinst.losses",
+    "projection_loss": "flipseg.methods.boxinst.losses",
+    "train_boxinst": "flipseg.methods.boxinst.model",
+})

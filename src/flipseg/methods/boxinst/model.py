@@ -13,7 +13,7 @@ default, ``flip-vote``: still boxes only), and ``mask`` fits it to the true mask
 fully supervised bound against which the box-only methods are measured.
 
 Run folder: ``config.json``, ``boxinst_checkpoint.pt`` (after every epoch; a re-run
-resumes), ``train_log.csv``, the inference bundle ``boxinst_model.pt`` and, with
+resumes), ``train_log.csv``, the inference bundle ``boxinst_model.safetensors`` and, with
 ``supervision=pseudo``, the pseudo masks (``pseudo_masks.npz``, drawn once).
 """
 
@@ -48,7 +48,7 @@ from flipseg.methods.whole_image import clean_mask, normalize_intensity
 from flipseg.metrics import compute_dice
 from flipseg.networks.unet import build_unet
 from flipseg.resize import resize
-from flipseg.segmenters import SEGMENTERS, Segmenter
+from flipseg.segmenters import Segmenter
 
 __all__ = [
     "BoxInstConfig",
@@ -61,7 +61,7 @@ __all__ = [
 ]
 
 CHECKPOINT = "boxinst_checkpoint.pt"
-MODEL_FILE = "boxinst_model.pt"
+MODEL_FILE = "boxinst_model.safetensors"
 PSEUDO_FILE = "pseudo_masks.npz"
 _FORMAT = "flipseg-boxinst-1"
 #: A last-epoch mean share of the held-out boxes below this reads as a collapsed U-Net.
@@ -203,7 +203,7 @@ class BoxInstModel(NetworkBundle):
 
 def default_model_path() -> Path:
     """The box-supervised U-Net shipped inside the package (BUS-BRA folds 1-4 boxes)."""
-    return Path(str(resources.files("flipseg") / "models" / "boxinst2d.pt"))
+    return Path(str(resources.files("flipseg") / "models" / "boxinst2d.safetensors"))
 
 
 class BoxInstSegmenter(Segmenter):
@@ -230,10 +230,6 @@ class BoxInstSegmenter(Segmenter):
     def segment_many(self, images, boxes, *, seed: int = 0) -> list[np.ndarray]:
         return self.model.segment_many(list(images), list(boxes), batch_size=self.batch_size)
 
-
-@SEGMENTERS.register("boxinst")
-def _boxinst_factory(**opts: Any) -> BoxInstSegmenter:
-    return BoxInstSegmenter(**opts)
 
 
 # ------------------------------------------------------------------- training
@@ -276,10 +272,9 @@ def pseudo_masks(
     ``run_dir/pseudo_masks.npz`` is rewritten after every chunk: a re-run with the same
     method and boxes reads back what was drawn and draws only the rest (a killed run
     loses one chunk at most)."""
-    from flipseg.methods import register_all
-    from flipseg.segmenters import get_segmenter
+    from flipseg.methods import get_segmenter, load_methods
 
-    register_all()
+    load_methods()
     path = Path(run_dir) / PSEUDO_FILE
     boxes = [s["box"] for s in samples]
     key = _box_key(boxes)

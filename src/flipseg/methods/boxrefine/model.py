@@ -13,7 +13,7 @@ in front of any box-prompted method.
 Run folder (``flipseg train box-refiner``): ``config.json``,
 ``boxrefine_checkpoint.pt`` (after every epoch; a re-run resumes),
 ``train_log.csv`` (loss, mean edge error of shifted validation boxes before and
-after refinement) and the bundle ``boxrefine_model.pt``.
+after refinement) and the bundle ``boxrefine_model.safetensors``.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ __all__ = [
 ]
 
 CHECKPOINT = "boxrefine_checkpoint.pt"
-MODEL_FILE = "boxrefine_model.pt"
+MODEL_FILE = "boxrefine_model.safetensors"
 _FORMAT = "flipseg-boxrefine-1"
 #: The network predicts the corrections times this (targets of order 1).
 _TARGET_SCALE = 10.0
@@ -193,7 +193,7 @@ class BoxRefiner(NetworkBundle):
 
 def default_model_path() -> Path:
     """The box refiner shipped inside the package (BUS-BRA folds 1-4 boxes)."""
-    return Path(str(resources.files("flipseg") / "models" / "boxrefine2d.pt"))
+    return Path(str(resources.files("flipseg") / "models" / "boxrefine2d.safetensors"))
 
 
 def load_refiner(model: str | Path | None) -> BoxRefiner:

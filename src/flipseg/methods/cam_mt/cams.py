@@ -27,7 +27,7 @@ the boxes at ``alpha1`` and ``alpha2`` overlap with IoU > 0.7.
 
 Run folder of :func:`train_cam_classifier`: ``config.json``,
 ``cam_checkpoint.pt`` (after every epoch; a re-run resumes), ``train_log.csv``
-and the bundle ``cam_classifier.pt``.
+and the bundle ``cam_classifier.safetensors``.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ TUMOR = NODULE
 NORMAL = 1 - NODULE
 
 CHECKPOINT = "cam_checkpoint.pt"
-MODEL_FILE = "cam_classifier.pt"
+MODEL_FILE = "cam_classifier.safetensors"
 _FORMAT = "flipseg-cam-classifier-1"
 #: Options added after classifiers were first saved: what a bundle without them was trained with.
 LEGACY_VALUES: dict[str, Any] = {"convs_per_block": 1, "pooling": "avg", "augment": False}
@@ -475,7 +475,7 @@ def is_tumor(sample: dict[str, Any]) -> bool:
 
 
 def load_cam_classifier_model(path: str | Path) -> CamClassifier:
-    """A trained classifier from its bundle (``cam_classifier.pt``) or its run folder."""
+    """A trained classifier from its bundle (``cam_classifier.safetensors``) or its run folder."""
     bundle = read_bundle(path, MODEL_FILE, _FORMAT, "cam-mt classifier")
     model = CamClassifier(CamClassifierConfig.from_dict(LEGACY_VALUES | bundle["config"]))
     model.load_state_dict(bundle["state_dict"])

@@ -1,10 +1,7 @@
 """``flipseg train cam-mt``: the image-selection + Mean Teacher recipe on BUSI.
 
-Wiring (in ``flipseg.cli`` / ``flipseg.commands``)::
-
-    from flipseg.methods.cam_mt.cli import add_cam_mt_parser, train_cam_mt_cli
-    add_cam_mt_parser(tsub)                  # tsub: the `train` sub-parsers (dest="recipe")
-    if args.recipe == "cam-mt": return train_cam_mt_cli(args)
+Registered in ``spec.py``: ``add_cam_mt_args`` gives the options, ``train_cam_mt_cli``
+runs it.
 
 The command reads BUSI with its normal images, splits it 80/20 by patient
 (near-duplicate group), trains on the 80% from image-level labels only and
@@ -20,18 +17,16 @@ from typing import Any
 
 import numpy as np
 
+from flipseg import runs
 from flipseg.errors import FlipsegError
 from flipseg.io_utils import atomic_write_text
 from flipseg.methods.cam_mt.config import CamMTConfig, apply_overrides, paper_config
 
-__all__ = ["add_cam_mt_parser", "resolve_config", "subsample", "train_cam_mt_cli"]
+__all__ = ["add_cam_mt_args", "resolve_config", "subsample", "train_cam_mt_cli"]
 
 
-def add_cam_mt_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the ``cam-mt`` sub-command to ``flipseg train``'s sub-parsers; returns its parser."""
-    p = subparsers.add_parser(
-        "cam-mt", help="segmentation from image-level labels: CAM image selection, pseudo masks "
-                       "from a box engine, Mean Teacher U-Net (paper 002)")
+def add_cam_mt_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of ``flipseg train cam-mt`` (its help line is in the method's spec)."""
     p.add_argument("--data-root", default=None,
                    help="BUSI folder (benign/, malignant/, normal/); default: $FLIPSEG_DATA/BUSI "
                         "or shared/data/BUSI")
@@ -100,6 +95,8 @@ def train_cam_mt_cli(args: argparse.Namespace) -> int:
     train, test = split_by_patient(samples, (1 - cfg.test_fraction, cfg.test_fraction), seed=cfg.split_seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    args.fold = None
+    runs.record_run_data(args, "busi", samples, part="all", n_train=len(train), n_test=len(test))
     atomic_write_text(out / "split.json", json.dumps(
         {"train": [s["case_id"] for s in train], "test": [s["case_id"] for s in test]}, indent=2))
     print(f"cam-mt: {len(train)} training images ({len(test)} held out), engine {cfg.engine} -> {out}")

@@ -260,7 +260,7 @@ def apply_overrides(cfg: CamMTConfig, items: Sequence[str]) -> CamMTConfig:
     Values are converted to each field's type (tuples as ``16,32,64``; ``none`` clears an
     optional path). Raises FlipsegError for an unknown key or a bad value.
     """
-    from flipseg.methods.flip.pipeline import parse_overrides
+    from flipseg.runs import parse_overrides
 
     d = cfg.to_dict()
     top = {f.name for f in fields(CamMTConfig)} - set(_SECTIONS)

@@ -30,7 +30,7 @@ from torch import nn
 from flipseg.boxes import Box
 from flipseg.bundles import load_torch_file
 from flipseg.errors import FlipsegError
-from flipseg.segmenters import SEGMENTERS, Segmenter, get_segmenter
+from flipseg.segmenters import Segmenter
 
 __all__ = [
     "SamSegmenter",
@@ -158,8 +158,7 @@ class SamSegmenter(Segmenter):
         return mask
 
 
-@SEGMENTERS.register("sam")
-def _sam_factory(checkpoint: str | Path | None = None, model: str | Path | None = None,
+def sam_segmenter(checkpoint: str | Path | None = None, model: str | Path | None = None,
                  **opts: Any) -> SamSegmenter:
     """``model`` (the CLI's ``--model``) is taken as the checkpoint when ``checkpoint`` is not given."""
     return SamSegmenter(checkpoint if checkpoint is not None else model, **opts)
@@ -191,9 +190,7 @@ def make_engine(
         return SamSegmenter(sam_checkpoint, model_type=sam_model_type)
     if sam_checkpoint is not None:
         raise FlipsegError(f"a SAM checkpoint is only used by the 'sam' engine, not {name!r}")
-    from flipseg.methods import register_all
-
-    register_all()
+    from flipseg.methods import get_segmenter
 
     return get_segmenter(name) if model is None else get_segmenter(name, model=str(model))
 

@@ -17,7 +17,7 @@ U-Net of the paper's Whole / Subset rows (labelled images only, no consistency).
 
 Run folder of :func:`train_mean_teacher`: ``config.json``, ``mt_checkpoint.pt``
 (after every epoch; a re-run resumes), ``train_log.csv`` and the bundle
-``cam_mt_model.pt`` that :meth:`CamMTModel.load` reads.
+``cam_mt_model.safetensors`` that :meth:`CamMTModel.load` reads.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from flipseg.methods.whole_image import clean_mask, images_to_batch, whole_image
 from flipseg.metrics import compute_iou
 from flipseg.networks.unet import build_unet
 from flipseg.resize import resize
-from flipseg.segmenters import SEGMENTERS, Segmenter
+from flipseg.segmenters import Segmenter
 
 __all__ = [
     "CamMTModel",
@@ -67,7 +67,7 @@ __all__ = [
 ]
 
 CHECKPOINT = "mt_checkpoint.pt"
-MODEL_FILE = "cam_mt_model.pt"
+MODEL_FILE = "cam_mt_model.safetensors"
 _FORMAT = "flipseg-cam-mt-1"
 
 
@@ -277,10 +277,6 @@ class CamMTSegmenter(Segmenter):
         return self.model.predict(list(images), batch_size=self.batch_size)
 
 
-@SEGMENTERS.register("cam-mt")
-def _cam_mt_factory(**opts: Any) -> CamMTSegmenter:
-    return CamMTSegmenter(**opts)
-
 
 # --------------------------------------------------------------- training
 def train_mean_teacher(
@@ -294,7 +290,7 @@ def train_mean_teacher(
     val_masks: Sequence[np.ndarray] = (),
     progress: bool = True,
 ) -> Path:
-    """Train student and teacher; returns the bundle path (``cam_mt_model.pt``).
+    """Train student and teacher; returns the bundle path (``cam_mt_model.safetensors``).
 
     ``labeled_masks`` are the (pseudo) labels of ``labeled_images``; ``unlabeled_images``
     only enter the consistency term (ignored when ``cfg.supervised``). Validation images,

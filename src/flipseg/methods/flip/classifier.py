@@ -4,10 +4,12 @@ It is trained on pseudo samples made from the boxes alone
 (:mod:`flipseg.methods.flip.pseudo`) and later (1) picks each box's eraser
 source and (2) scores the partly erased views during erasing.
 
-Files written to the output folder: ``classifier.pt`` (weights, optimizer
-state and finished epoch, replaced atomically after every epoch so a killed
-run resumes from its last finished epoch), ``classifier_config.json`` and
-``classifier_report.json`` (held-out metrics).
+Files written to the output folder, replaced atomically after every epoch:
+``classifier.pt`` (the checkpoint: weights, optimizer state and finished epoch, so
+a killed run resumes from its last finished epoch), ``classifier.safetensors``
+(the model file others read: format tag, config, weights, epoch and history; see
+:mod:`flipseg.bundles`), ``classifier_config.json`` and ``classifier_report.json``
+(held-out metrics).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from flipseg.bundles import read_bundle, save_bundle
 from flipseg.errors import FlipsegError
 from flipseg.io_utils import atomic_save, atomic_write_text
 from flipseg.methods.flip.eraser import choose_eraser_sources
@@ -37,6 +40,7 @@ __all__ = [
     "CHECKPOINT",
     "CLASSIFIER_3D_PRESET",
     "CLASSIFIER_PAPER_PRESET",
+    "MODEL_FILE",
     "ClassifierConfig",
     "FlipClassifier",
     "evaluate_classifier",
@@ -47,6 +51,7 @@ __all__ = [
 ]
 
 CHECKPOINT = "classifier.pt"
+MODEL_FILE = "classifier.safetensors"
 CONFIG_FILE = "classifier_config.json"
 REPORT_FILE = "classifier_report.json"
 _FORMAT = "flipseg-classifier-1"
@@ -226,17 +231,26 @@ def _build(cfg: ClassifierConfig) -> torch.nn.Module:
 
 def _save_checkpoint(path: Path, cfg: ClassifierConfig, network: torch.nn.Module,
                      optimizer: torch.optim.Optimizer, epoch: int, history: list) -> None:
-    """``classifier.pt``: what :func:`train_classifier` resumes from and :func:`load_classifier` reads."""
+    """``classifier.pt`` (what :func:`train_classifier` resumes from) and, beside it, the model
+    file ``classifier.safetensors`` (what :func:`load_classifier` and the CAM baselines read)."""
     state = {"format": _FORMAT, "config": cfg.to_dict(), "state_dict": network.state_dict(),
              "optimizer": optimizer.state_dict(), "epoch": epoch, "history": history}
     atomic_save(path, lambda tmp: torch.save(state, tmp))
+    _save_model(path.parent / MODEL_FILE, cfg, network, epoch, history)
+
+
+def _save_model(path: Path, cfg: ClassifierConfig, network: torch.nn.Module, epoch: int,
+                history: list) -> None:
+    save_bundle(path, {"format": _FORMAT, "config": cfg.to_dict(), "state_dict": network.state_dict(),
+                       "epoch": epoch, "history": history})
 
 
 def write_finished_classifier(classifier: dict[str, Any], out_dir: str | Path) -> Path:
     """Write the classifier held in a Flip model bundle (``bundle["classifier"]``) to
     ``out_dir`` as a finished run: ``classifier.pt`` at its configured epochs (fresh
-    optimizer state) and ``classifier_config.json``. :func:`train_classifier` on that
-    folder then loads it and trains no further. Returns the folder."""
+    optimizer state), ``classifier.safetensors`` and ``classifier_config.json``.
+    :func:`train_classifier` on that folder then loads it and trains no further. Returns
+    the folder."""
     cfg = ClassifierConfig.from_dict(classifier["config"])
     network = _build(cfg)
     network.load_state_dict(classifier["state_dict"])
@@ -249,18 +263,11 @@ def write_finished_classifier(classifier: dict[str, Any], out_dir: str | Path) -
 
 
 def load_classifier(path: str | Path) -> FlipClassifier:
-    """Load ``classifier.pt`` (or a folder holding it) written by :func:`train_classifier`."""
+    """Load ``classifier.safetensors`` (or a folder holding it) written by :func:`train_classifier`."""
     path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT
     if not path.exists():
         raise FlipsegError(f"classifier not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt or foreign file: a user mistake
-        raise FlipsegError(f"cannot read classifier file {path}: {exc}") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != _FORMAT:
-        raise FlipsegError(f"{path} is not a flipseg classifier")
+    ckpt = read_bundle(path, MODEL_FILE, _FORMAT, "classifier")
     cfg = ClassifierConfig.from_dict(ckpt["config"])
     net = _build(cfg)
     net.load_state_dict(ckpt["state_dict"])
@@ -336,8 +343,8 @@ def train_classifier(
     val_samples : held-out sample dicts (may be empty); metrics are on their
         pseudo samples, drawn with a fixed seed and no augmentation
     cfg : options
-    out_dir : folder for ``classifier.pt``, ``classifier_config.json``,
-        ``classifier_report.json``
+    out_dir : folder for ``classifier.pt``, ``classifier.safetensors``,
+        ``classifier_config.json``, ``classifier_report.json``
     progress : show progress bars
 
     Returns
@@ -424,6 +431,8 @@ def train_classifier(
 
     if not ckpt_path.exists():  # epochs == 0: keep the untrained weights loadable
         _save_checkpoint(ckpt_path, cfg, network, optimizer, 0, [])
+    if not (out / MODEL_FILE).exists():  # a run finished by an older flipseg (checkpoint only)
+        _save_model(out / MODEL_FILE, cfg, network, max(start_epoch, cfg.epochs), history)
     network.eval()
     report: dict[str, Any] = {
         "n_train_boxes": len(train_set.boxes),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from flipseg.errors import FlipsegError
 
@@ -300,16 +300,34 @@ class FlipConfig:
         return cls(**d)
 
     def save(self, path: str | Path) -> None:
-        from flipseg.io_utils import atomic_write_text
+        """Write ``config.json`` with the configuration's version (:func:`flipseg.runs.write_config`)."""
+        from flipseg.runs import write_config
 
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=2))
+        write_config(path, self)
+
+    #: Version of the saved form; :meth:`migrate` brings older ones up to it.
+    config_version: ClassVar[int] = 1
+
+    @classmethod
+    def migrate(cls, d: dict[str, Any], version: int) -> dict[str, Any]:
+        """A configuration saved at ``version`` as one of ``version + 1``.
+
+        0 -> 1: configurations saved before versions existed lack the options added
+        since; each missing one takes the value that reproduces the old behaviour
+        (:data:`LEGACY_VALUES`), not today's default, so old runs and model files keep
+        working unchanged.
+        """
+        if version == 0:
+            return {**{k: v for k, v in LEGACY_VALUES.items() if k not in d}, **d}
+        raise FlipsegError(f"no migration of flip configurations from version {version}")
 
     @classmethod
     def from_saved(cls, d: dict[str, Any]) -> "FlipConfig":
-        """A configuration saved by an earlier version: options added since then take the
-        value that reproduces the old behaviour (:data:`LEGACY_VALUES`), not today's
-        defaults, so old runs and model files keep working unchanged."""
-        return cls.from_dict({**{k: v for k, v in LEGACY_VALUES.items() if k not in d}, **d})
+        """A saved configuration (a run's ``config.json`` or a model file's), migrated to this
+        version by :meth:`migrate` (:func:`flipseg.runs.read_config`)."""
+        from flipseg.runs import read_config
+
+        return read_config(cls, d)
 
     @classmethod
     def load(cls, path: str | Path) -> "FlipConfig":

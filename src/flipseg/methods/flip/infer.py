@@ -20,14 +20,14 @@ from flipseg.methods.flip.curriculum import scaled_level
 from flipseg.methods.flip.env import coarse_priors, greedy_rollout, prepare_episode
 from flipseg.methods.flip.eraser import choose_eraser_sources
 from flipseg.networks.classifier import build_classifier
-from flipseg.segmenters import SEGMENTERS, Segmenter
+from flipseg.segmenters import Segmenter
 
-__all__ = ["FlipModel", "FlipResult", "FlipSegmenter", "default_model_path", "majority_vote", "make_scorer"]
+__all__ = ["FlipModel", "FlipResult", "FlipSegmenter", "default_model_path", "flip_grabcut", "make_scorer"]
 
 
 def default_model_path(dims: int = 2) -> Path:
     """The model shipped inside the package (trained on BUS-BRA boxes / 3D phantoms)."""
-    name = "flip2d.pt" if dims == 2 else "flip3d.pt"
+    name = "flip2d.safetensors" if dims == 2 else "flip3d.safetensors"
     return Path(str(resources.files("flipseg") / "models" / name))
 
 
@@ -73,7 +73,7 @@ class FlipModel:
 
     @classmethod
     def load(cls, path: str | Path) -> "FlipModel":
-        bundle = read_bundle(path, "flip_model.pt", "flipseg-flip-1", "Flip Learning model")
+        bundle = read_bundle(path, "flip_model.safetensors", "flipseg-flip-1", "Flip Learning model")
         if bundle.get("classifier") is None:
             raise FlipsegError(f"{path} has no classifier inside")
         return cls(FlipConfig.from_saved(bundle["config"]), bundle["q_network"], bundle["classifier"])
@@ -159,31 +159,20 @@ class FlipSegmenter(Segmenter):
     ``refine_core`` of its largest inscribed radius is certain foreground (see
     :func:`flipseg.baselines.grabcut.grabcut`). An addition of ours, not in
     the papers.
-
-    ``refine="vote"`` (``--method flip-vote``, 2D) keeps the pixels on which at least
-    two of three box-only masks agree: Flip's, GrabCut's started from Flip's (as
-    above) and the box-supervised U-Net's (``boxinst``; the shipped one unless
-    ``vote_model`` names a run). Also ours, not in the papers.
     """
 
     name = "flip"
 
     def __init__(self, model: str | Path | None = None, batch_size: int = 64, dims: int = 2,
                  refine: str | None = None, refine_core: float = 0.3,
-                 prior_fusion: float | None = None, segments: int | None = None,
-                 vote_model: str | Path | None = None):
-        if refine not in (None, "grabcut", "vote"):
-            raise FlipsegError(f"unknown Flip refinement {refine!r}; choose grabcut, vote or none")
+                 prior_fusion: float | None = None, segments: int | None = None):
+        if refine not in (None, "grabcut"):
+            raise FlipsegError(f"unknown Flip refinement {refine!r}; choose grabcut or none")
         if refine is not None and dims != 2:
             raise FlipsegError(f"the {refine} refinement of Flip masks is 2D only")
         self.refine, self.refine_core = refine, float(refine_core)
-        self.voter = None
         if refine is not None:
             self.name = f"flip-{refine}"
-        if refine == "vote":
-            from flipseg.methods.boxinst.model import BoxInstSegmenter
-
-            self.voter = BoxInstSegmenter(vote_model, batch_size=batch_size)
         path = Path(model) if model else default_model_path(dims)
         if model is None and not path.exists():
             raise FlipsegError(
@@ -201,8 +190,6 @@ class FlipSegmenter(Segmenter):
         return self.segment_many([image], [box], seed=seed)[0]
 
     def segment_many(self, images, boxes, *, seed: int = 0) -> list[np.ndarray]:
-        if self.voter is not None:
-            return self.vote_parts(images, boxes, seed=seed)["flip-vote"]
         res = self.model.segment_many(images, boxes, batch_size=self.batch_size, seed=seed)
         masks = [r.mask for r in res]
         return masks if self.refine is None else self._grabcut(images, boxes, masks, seed)
@@ -213,35 +200,7 @@ class FlipSegmenter(Segmenter):
         return [grabcut(im, b, rng=np.random.default_rng(seed + i), init=m, init_core=self.refine_core)
                 for i, (im, b, m) in enumerate(zip(images, boxes, masks))]
 
-    def vote_parts(self, images, boxes, *, seed: int = 0) -> dict[str, list[np.ndarray]]:
-        """``flip-vote``'s three voters and their vote, per case: keys ``flip``,
-        ``flip-grabcut``, ``boxinst`` and ``flip-vote`` (``flipseg segment`` draws them)."""
-        if self.voter is None:
-            raise FlipsegError("vote_parts needs the flip-vote segmenter (refine='vote')")
-        res = self.model.segment_many(images, boxes, batch_size=self.batch_size, seed=seed)
-        parts = {"flip": [r.mask for r in res]}
-        parts["flip-grabcut"] = self._grabcut(images, boxes, parts["flip"], seed)
-        parts["boxinst"] = self.voter.segment_many(images, boxes, seed=seed)
-        parts["flip-vote"] = majority_vote(*parts.values())
-        return parts
 
-
-def majority_vote(*mask_lists: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Per case, the pixels set in more than half of the given masks."""
-    need = len(mask_lists) // 2 + 1
-    return [np.sum([np.asarray(m, bool) for m in ms], axis=0) >= need for ms in zip(*mask_lists)]
-
-
-@SEGMENTERS.register("flip")
-def _flip_factory(**opts: Any) -> FlipSegmenter:
-    return FlipSegmenter(**opts)
-
-
-@SEGMENTERS.register("flip-grabcut")
-def _flip_grabcut_factory(**opts: Any) -> FlipSegmenter:
-    return FlipSegmenter(**{"refine": "grabcut", **opts})
-
-
-@SEGMENTERS.register("flip-vote")
-def _flip_vote_factory(**opts: Any) -> FlipSegmenter:
-    return FlipSegmenter(**{"refine": "vote", **opts})
+def flip_grabcut(**opts: Any) -> FlipSegmenter:
+    """``--method flip-grabcut``: Flip's masks refined by GrabCut (2D)."""
+    return FlipSegmenter(**{"refine": "grabcut", "dims": 2, **opts})

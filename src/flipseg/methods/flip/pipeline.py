@@ -9,14 +9,14 @@ never to train or to select the model.
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
+from flipseg import runs
 from flipseg.errors import FlipsegError
 from flipseg.methods.flip.classifier import (
     CLASSIFIER_3D_PRESET,
@@ -31,7 +31,7 @@ from flipseg.methods.flip.infer import FlipModel, make_scorer
 from flipseg.methods.flip.train import MODEL_FILE, BoxCase, FlipTrainer
 from flipseg.metrics import compute_dice
 
-__all__ = ["train_flip", "train_flip_cli", "parse_overrides", "box_cases"]
+__all__ = ["box_cases", "train_flip", "train_flip_cli"]
 
 
 def box_cases(samples: Sequence[dict], scorer, cfg: FlipConfig, *, keep_masks: bool) -> list[BoxCase]:
@@ -96,78 +96,33 @@ def train_flip(
     return run / MODEL_FILE
 
 
-def parse_overrides(items: Sequence[str], cls: type = FlipConfig, what: str = "flip") -> dict[str, Any]:
-    """``["agents=2", "levels=100,200"]`` -> typed overrides of the dataclass ``cls``."""
-    from dataclasses import fields
-
-    types = {f.name: f.type for f in fields(cls)}
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise FlipsegError(f"--set {item!r} must look like KEY=VALUE")
-        key, val = item.split("=", 1)
-        key = key.strip().replace("-", "_")
-        if key not in types:
-            raise FlipsegError(
-                f"unknown {what} option {key!r}; known: {', '.join(sorted(types))}"
-            )
-        t = str(types[key])
-        try:
-            if "tuple" in t:
-                out[key] = tuple(int(v) for v in val.split(","))
-            elif "bool" in t:
-                if val.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                    raise ValueError(val)
-                out[key] = val.lower() in ("1", "true", "yes", "on")
-            elif "int" in t and "float" not in t:
-                out[key] = int(val)
-            elif "float" in t:
-                out[key] = float(val)
-            else:
-                out[key] = val
-        except ValueError:
-            raise FlipsegError(f"--set {item!r}: {val!r} is not a valid {t}") from None
-    return out
-
-
 def train_flip_cli(args: argparse.Namespace) -> int:
-    from flipseg.methods.common import hold_out_boxes, read_box_cases
-
-    samples, dataset = read_box_cases(args)
+    """``flipseg train flip``: the configuration is resolved as everywhere (preset < the run
+    folder's saved config < ``--config`` < ``--set``, :func:`flipseg.runs.resolve_config`)."""
+    samples, dataset = runs.read_box_cases(args)
     data_dims = int(np.ndim(samples[0]["image"]))
     dims = getattr(args, "dims", None) or data_dims
     if dims != data_dims:
         raise FlipsegError(f"--dims {dims} but dataset {dataset!r} holds {data_dims}D images")
-    # a config file is complete; otherwise start from the preset of these dims
     preset = getattr(args, "preset", None) or "cpu"
-    cfg = FlipConfig.load(args.config) if args.config else default_config(dims, preset)
-    cfg = cfg.with_overrides(**parse_overrides(args.set))
-    saved = Path(args.out) / "config.json"
-    resuming = saved.exists() and not args.config and not args.set
-    if resuming:
-        cfg = FlipConfig.load(saved)  # resuming: keep the run's own configuration
+    out = Path(args.out)
+    cfg = runs.resolve_config(FlipConfig, preset=default_config(dims, preset).to_dict(),
+                              saved=out / "config.json", file=args.config, overrides=args.set,
+                              what="flip")
     if cfg.dims != data_dims:
         raise FlipsegError(
             f"the configuration is for {cfg.dims}D images but dataset {dataset!r} holds "
             f"{data_dims}D images"
         )
-    saved_c = Path(args.out) / "classifier" / "classifier_config.json"
-    if resuming and saved_c.exists() and not getattr(args, "classifier_set", None):
-        ccfg = ClassifierConfig.from_dict(json.loads(saved_c.read_text()))
-    else:
-        cpre = dict(CLASSIFIER_3D_PRESET) if cfg.dims == 3 else {}
-        if preset == "paper":
-            cpre.update(CLASSIFIER_PAPER_PRESET)
-        cpre.update(seed=cfg.seed, input_size=cfg.classifier_size, margin=cfg.margin,
-                    dims=cfg.dims)
-        cpre.update(parse_overrides(getattr(args, "classifier_set", None) or [],
-                                    ClassifierConfig, "classifier"))
-        ccfg = ClassifierConfig(**cpre)
-    if args.classifier_epochs is not None:
-        ccfg.epochs = args.classifier_epochs
-    if args.classifier_network:
-        ccfg.network = args.classifier_network
-    train_s, val_s = hold_out_boxes(args, samples, dataset, cfg.seed, "Flip Learning")
+    cpre = dict(CLASSIFIER_3D_PRESET) if cfg.dims == 3 else {}
+    if preset == "paper":
+        cpre.update(CLASSIFIER_PAPER_PRESET)
+    cpre.update(seed=cfg.seed, input_size=cfg.classifier_size, margin=cfg.margin, dims=cfg.dims)
+    ccfg = runs.resolve_config(
+        ClassifierConfig, preset=cpre, saved=out / "classifier" / "classifier_config.json",
+        overrides=getattr(args, "classifier_set", None) or [], what="classifier",
+        flags={"epochs": args.classifier_epochs, "network": args.classifier_network})
+    train_s, val_s = runs.hold_out_boxes(args, samples, dataset, cfg.seed, "Flip Learning")
     path = train_flip(train_s, val_s, cfg, ccfg, args.out, progress=not args.no_progress)
     print(f"model written to {path}")
     return 0

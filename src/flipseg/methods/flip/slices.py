@@ -9,14 +9,14 @@ run in one batched :meth:`FlipModel.segment_many`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from flipseg.boxes import Box
 from flipseg.errors import FlipsegError
 from flipseg.methods.flip.infer import FlipModel, default_model_path
-from flipseg.segmenters import SEGMENTERS, Segmenter
+from flipseg.segmenters import Segmenter
 
 __all__ = ["FlipSlicesSegmenter", "slice_boxes"]
 
@@ -81,7 +81,3 @@ class FlipSlicesSegmenter(Segmenter):
             masks[i][z] = r.mask
         return masks
 
-
-@SEGMENTERS.register("flip2d-slices")
-def _flip_slices_factory(**opts: Any) -> FlipSlicesSegmenter:
-    return FlipSlicesSegmenter(**opts)

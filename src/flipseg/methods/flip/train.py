@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from flipseg.boxes import Box, shift_box
+from flipseg.bundles import save_bundle
 from flipseg.io_utils import atomic_save, atomic_write_text
 from flipseg.methods.flip.agent import DQNAgent, state_channels
 from flipseg.methods.flip.config import FlipConfig
@@ -33,12 +34,13 @@ from flipseg.methods.flip.env import (
     prepare_episode,
 )
 from flipseg.methods.flip.replay import PrioritizedReplay
+from flipseg.methods.training import load_torch_checkpoint
 from flipseg.resize import resize
 
 __all__ = ["BoxCase", "FlipTrainer", "CHECKPOINT", "MODEL_FILE"]
 
 CHECKPOINT = "flip_checkpoint.pt"
-MODEL_FILE = "flip_model.pt"
+MODEL_FILE = "flip_model.safetensors"
 
 
 @dataclass
@@ -113,7 +115,7 @@ class FlipTrainer:
         self.cfg.save(self.run_dir / "config.json")
         ckpt = self.run_dir / CHECKPOINT
         if ckpt.exists():
-            state = torch.load(ckpt, map_location="cpu", weights_only=False)
+            state = load_torch_checkpoint(ckpt)
             self.agent.load_state_dict(state["agent"])
             self.start_epoch = int(state["epoch"]) + 1
             self.env_steps = int(state["env_steps"])
@@ -238,14 +240,14 @@ class FlipTrainer:
         Path(self.run_dir / "train_log.csv.tmp").replace(self.run_dir / "train_log.csv")
 
     def save_model(self, path: Path) -> None:
-        """The inference bundle: config, Q-network weights and the classifier."""
+        """The inference bundle (``.safetensors``): config, Q-network weights and the classifier."""
         bundle = {
             "format": "flipseg-flip-1",
             "config": self.cfg.to_dict(),
             "q_network": {k: v.detach().cpu() for k, v in self.agent.q_network.state_dict().items()},
             "classifier": self.classifier_state,
         }
-        atomic_save(path, lambda p: torch.save(bundle, p))
+        save_bundle(path, bundle)
 
     # ---------------------------------------------------------------- main
     def fit(

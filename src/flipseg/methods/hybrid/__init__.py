@@ -19,7 +19,7 @@ __all__, __getattr__ = lazy_exports(__name__, {
     "HybridModel": "flipseg.methods.hybrid.predict",
     "HybridSegmenter": "flipseg.methods.hybrid.predict",
     "MODES": "flipseg.methods.hybrid.config",
-    "add_hybrid_parser": "flipseg.methods.hybrid.cli",
+    "add_hybrid_args": "flipseg.methods.hybrid.cli",
     "box_target": "flipseg.methods.hybrid.train",
     "choose_strong": "flipseg.methods.hybrid.train",
     "evaluate_model": "flipseg.methods.hybrid.train",

@@ -1,34 +1,30 @@
 """``flipseg train hybrid``: argument parsing and the command itself.
 
-Wire it into the ``train`` sub-commands with ``add_hybrid_parser(tsub)`` and
-dispatch ``args.recipe == "hybrid"`` to ``train_hybrid_cli(args)``.
+Registered in ``spec.py``: ``add_hybrid_args`` gives the options, ``train_hybrid_cli`` runs it.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from flipseg import runs
 from flipseg.errors import FlipsegError
-from flipseg.io_utils import atomic_write_text
 from flipseg.methods import common
 
 if TYPE_CHECKING:  # the CLI parser must not import PyTorch
     from flipseg.methods.hybrid.config import HybridConfig
 
-__all__ = ["HYBRID_DATASETS", "add_hybrid_parser", "train_hybrid_cli"]
+__all__ = ["HYBRID_DATASETS", "add_hybrid_args", "train_hybrid_cli"]
 
 #: Datasets ``flipseg train hybrid`` reads (2D images with masks and boxes).
 HYBRID_DATASETS = ("bus-bra", "busi", "folder", "phantom2d")
 _MODES = ("hybrid", "strong-only", "weak-only", "vanilla-hybrid")  # = config.MODES, without torch
 
 
-def add_hybrid_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the ``hybrid`` recipe to the sub-parsers of ``flipseg train``; returns its parser."""
-    p = subparsers.add_parser(
-        "hybrid", help="hybrid supervision: a few masks + many boxes, dual decoder (whole-image model)")
+def add_hybrid_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of ``flipseg train hybrid`` (its help line is in the method's spec)."""
     common.add_data_args(p, HYBRID_DATASETS,
                          "BUS-BRA official fold held out as test (training uses its training part; "
                          "its validation part is scored after every epoch)")
@@ -53,21 +49,19 @@ def train_hybrid_cli(args: argparse.Namespace) -> int:
     """Run ``flipseg train hybrid``; user mistakes raise one-line :class:`FlipsegError`."""
     from flipseg.methods.hybrid.train import lesion_samples, train_hybrid
 
-    name = common.check_recipe_args(args, HYBRID_DATASETS, "hybrid", [
+    name = runs.check_recipe_args(args, HYBRID_DATASETS, "hybrid", [
         (args.strong_fraction is not None and not 0 < args.strong_fraction <= 1,
          f"--strong-fraction must be in (0, 1], got {args.strong_fraction}"),
         (args.mode is not None and args.mode not in _MODES,
          f"unknown --mode {args.mode!r}; choose one of: {', '.join(_MODES)}"),
     ])
     cfg = _resolve_config(args)
-    part, samples, val = common.load_recipe_samples(args, name, with_val=True)
+    part, samples, val = runs.load_recipe_samples(args, name, with_val=True)
     samples = lesion_samples(samples)
     if len(samples) < 2:
         raise FlipsegError(f"dataset {name!r} has {len(samples)} image(s) with a lesion box; need >= 2")
     out = Path(args.out)
-    atomic_write_text(out / "data.json", json.dumps(
-        {"dataset": name, "fold": args.fold, "part": part, "n_train": len(samples), "n_val": len(val)},
-        indent=1))
+    runs.record_run_data(args, name, samples, part=part, n_train=len(samples), n_val=len(val))
     print(f"training hybrid ({cfg.mode}, strong_fraction={cfg.strong_fraction}) on {len(samples)} "
           f"images ({len(val)} validation images scored) -> {out}")
     path = train_hybrid(samples, val, cfg, out, progress=not args.no_progress)

@@ -11,7 +11,7 @@ which ignores the box it is given: the network segments the whole image.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -21,11 +21,11 @@ from flipseg.errors import FlipsegError
 from flipseg.methods.hybrid.config import HybridConfig
 from flipseg.methods.whole_image import WholeImageModel, image_to_input
 from flipseg.networks.hybrid import HybridNet
-from flipseg.segmenters import SEGMENTERS, Segmenter
+from flipseg.segmenters import Segmenter
 
 __all__ = ["MODEL_FILE", "HybridModel", "HybridSegmenter", "build_network", "to_input"]
 
-MODEL_FILE = "hybrid_model.pt"
+MODEL_FILE = "hybrid_model.safetensors"
 _FORMAT = "flipseg-hybrid-1"
 
 
@@ -42,7 +42,7 @@ def build_network(cfg: HybridConfig) -> HybridNet:
 
 class HybridModel(WholeImageModel):
     """Configuration + weights of a trained hybrid (or baseline) segmenter (``load`` reads a
-    run folder's ``hybrid_model.pt`` or a model file; ``bundle()`` is the saved form)."""
+    run folder's ``hybrid_model.safetensors`` or a model file; ``bundle()`` is the saved form)."""
 
     model_file = MODEL_FILE
     bundle_format = _FORMAT
@@ -89,7 +89,3 @@ class HybridSegmenter(Segmenter):
     def segment_many(self, images, boxes=None, *, seed: int = 0) -> list[np.ndarray]:
         return self.model.predict_many(list(images), batch_size=self.batch_size)
 
-
-@SEGMENTERS.register("hybrid")
-def _hybrid_factory(**opts: Any) -> HybridSegmenter:
-    return HybridSegmenter(**opts)

@@ -18,7 +18,7 @@ horizontal and vertical flips.
 Run folder: ``config.json``, ``strong_split.json`` (which training cases kept
 their mask), ``hybrid_checkpoint.pt`` (after every epoch; a re-run resumes
 from the last finished epoch), ``train_log.csv`` and the inference bundle
-``hybrid_model.pt`` (the last epoch, as in the paper; a validation set, when
+``hybrid_model.safetensors`` (the last epoch, as in the paper; a validation set, when
 given, is only logged).
 """
 

@@ -14,7 +14,7 @@ __all__, __getattr__ = lazy_exports(__name__, {
     "LANetConfig": "flipseg.methods.lanet.config",
     "LANetModel": "flipseg.methods.lanet.predict",
     "LANetPrediction": "flipseg.methods.lanet.predict",
-    "add_lanet_parser": "flipseg.methods.lanet.cli",
+    "add_lanet_args": "flipseg.methods.lanet.cli",
     "choose_location_labelled": "flipseg.methods.lanet.train",
     "hybrid_loss": "flipseg.methods.lanet.train",
     "localization_loss": "flipseg.methods.lanet.train",

@@ -1,7 +1,6 @@
 """``flipseg train lanet`` and ``flipseg classify``: argument parsing and the commands.
 
-Wire it into the ``train`` sub-commands with ``add_lanet_parser(tsub)`` and
-dispatch ``args.recipe == "lanet"`` to ``train_lanet_cli(args)``.
+Registered in ``spec.py``: ``add_lanet_args`` gives the options, ``train_lanet_cli`` runs it.
 """
 
 from __future__ import annotations
@@ -11,6 +10,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flipseg import runs
 from flipseg.errors import FlipsegError
 from flipseg.io_utils import atomic_write_text
 from flipseg.methods import common
@@ -18,16 +18,14 @@ from flipseg.methods import common
 if TYPE_CHECKING:  # the CLI parser must not import PyTorch
     from flipseg.methods.lanet.config import LANetConfig
 
-__all__ = ["LANET_DATASETS", "add_lanet_parser", "classify_cli", "train_lanet_cli"]
+__all__ = ["LANET_DATASETS", "add_lanet_args", "classify_cli", "train_lanet_cli"]
 
 #: Datasets ``flipseg train lanet`` reads (those carrying benign/malignant labels).
 LANET_DATASETS = ("busi", "bus-bra", "folder", "phantom2d")
 
 
-def add_lanet_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the ``lanet`` recipe to the sub-parsers of ``flipseg train``; returns its parser."""
-    p = subparsers.add_parser(
-        "lanet", help="LA-Net: joint benign/malignant classification and lesion localization")
+def add_lanet_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of ``flipseg train lanet`` (its help line is in the method's spec)."""
     common.add_data_args(p, LANET_DATASETS)
     p.add_argument("--loc-fraction", type=float, default=None,
                    help="fraction of training images that keep their location label, in (0, 1] "
@@ -47,20 +45,19 @@ def train_lanet_cli(args: argparse.Namespace) -> int:
     """Run ``flipseg train lanet``; user mistakes raise one-line :class:`FlipsegError`."""
     from flipseg.methods.lanet.train import class_samples, split_train_val, train_lanet
 
-    name = common.check_recipe_args(args, LANET_DATASETS, "lanet", [
+    name = runs.check_recipe_args(args, LANET_DATASETS, "lanet", [
         (args.loc_fraction is not None and not 0 < args.loc_fraction <= 1,
          f"--loc-fraction must be in (0, 1], got {args.loc_fraction}"),
     ])
     cfg = _resolve_config(args)
-    part, samples, _ = common.load_recipe_samples(args, name)
+    part, samples, _ = runs.load_recipe_samples(args, name)
     samples = class_samples(samples)
     if not samples:
         raise FlipsegError(f"dataset {name!r} has no benign or malignant images")
     train_s, val_s = split_train_val(samples, cfg)
     out = Path(args.out)
-    atomic_write_text(out / "data.json", json.dumps(
-        {"dataset": name, "fold": args.fold, "part": part, "n_train": len(train_s), "n_val": len(val_s),
-         "val_case_ids": [s["case_id"] for s in val_s]}, indent=1))
+    runs.record_run_data(args, name, samples, part=part, n_train=len(train_s), n_val=len(val_s),
+                         val_case_ids=[s["case_id"] for s in val_s])
     print(f"training lanet on {len(train_s)} images ({len(val_s)} for validation, "
           f"loc_fraction={cfg.loc_fraction}) -> {out}")
     path = train_lanet(train_s, val_s, cfg, out, progress=not args.no_progress)
@@ -79,11 +76,11 @@ def classify_cli(args: argparse.Namespace) -> int:
     """
     import numpy as np
 
-    from flipseg.commands import load_cases
     from flipseg.data.folder import read_any_image
     from flipseg.methods.lanet.predict import CLASS_NAMES, LANetModel
     from flipseg.methods.training import write_log
     from flipseg.metrics import compute_classification_metrics
+    from flipseg.runs import load_cases
     from flipseg.viz import heat_overlay, overlay, save_png
 
     model = LANetModel.load(args.model)

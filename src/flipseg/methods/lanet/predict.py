@@ -24,7 +24,7 @@ __all__ = ["CLASS_NAMES", "MODEL_FILE", "LANetModel", "LANetPrediction", "build_
 
 #: Class index -> label; index 1 (malignant) is the positive class.
 CLASS_NAMES = ("benign", "malignant")
-MODEL_FILE = "lanet_model.pt"
+MODEL_FILE = "lanet_model.safetensors"
 _FORMAT = "flipseg-lanet-1"
 
 
@@ -79,7 +79,7 @@ def _minmax(t: torch.Tensor) -> torch.Tensor:
 
 class LANetModel(WholeImageModel):
     """Configuration + weights of a trained LA-Net (``load`` reads a run folder's
-    ``lanet_model.pt`` or a model file; ``bundle(state_dict)`` is the saved form)."""
+    ``lanet_model.safetensors`` or a model file; ``bundle(state_dict)`` is the saved form)."""
 
     model_file = MODEL_FILE
     bundle_format = _FORMAT

@@ -14,7 +14,7 @@ malignant only: "normal" and unlabelled images are left out.
 
 Run folder: ``config.json``, ``location_labels.json`` (which training cases
 kept their location label), ``lanet_checkpoint.pt`` (after every epoch; a
-re-run resumes), ``train_log.csv`` and the inference bundle ``lanet_model.pt``
+re-run resumes), ``train_log.csv`` and the inference bundle ``lanet_model.safetensors``
 (the stage-2 epoch with the best validation accuracy, the last one without a
 validation set).
 """

@@ -17,7 +17,7 @@ __all__, __getattr__ = lazy_exports(__name__, {
     "PseudoData": "flipseg.methods.pseudo.train",
     "PseudoUNetModel": "flipseg.methods.pseudo.model",
     "PseudoUNetSegmenter": "flipseg.methods.pseudo.model",
-    "add_pseudo_parser": "flipseg.methods.pseudo.cli",
+    "add_pseudo_args": "flipseg.methods.pseudo.cli",
     "bce_dice_loss": "flipseg.methods.pseudo.train",
     "budget_count": "flipseg.methods.pseudo.config",
     "choose_real_masks": "flipseg.methods.pseudo.train",

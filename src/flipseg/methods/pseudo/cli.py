@@ -1,33 +1,26 @@
-"""``flipseg train pseudo``: argument parsing and the command itself.
-
-Wire it into the ``train`` sub-commands with ``add_pseudo_parser(tsub)`` and
-dispatch ``args.recipe == "pseudo"`` to ``train_pseudo_cli(args)``.
-"""
+"""``flipseg train pseudo``: its options and the command itself (registered in ``spec.py``)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from flipseg import runs
 from flipseg.errors import FlipsegError
-from flipseg.io_utils import atomic_write_text
 from flipseg.methods import common
 
 if TYPE_CHECKING:  # the CLI parser must not import PyTorch
     from flipseg.methods.pseudo.config import PseudoConfig
 
-__all__ = ["PSEUDO_DATASETS", "add_pseudo_parser", "train_pseudo_cli"]
+__all__ = ["PSEUDO_DATASETS", "add_pseudo_args", "train_pseudo_cli"]
 
 #: Datasets ``flipseg train pseudo`` reads (2D images with boxes and masks).
 PSEUDO_DATASETS = ("bus-bra", "busi", "folder", "phantom2d")
 
 
-def add_pseudo_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the ``pseudo`` recipe to the sub-parsers of ``flipseg train``; returns its parser."""
-    p = subparsers.add_parser(
-        "pseudo", help="U-Net on a few real masks + pseudo masks from boxes (Flip, ellipse, ...)")
+def add_pseudo_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of ``flipseg train pseudo`` (its help line is in the method's spec)."""
     common.add_data_args(p, PSEUDO_DATASETS)
     p.add_argument("--masks-budget", default=None, metavar="N|P%|all",
                    help="real masks: N images, P%% of the training images, or all (default 5%%)")
@@ -53,20 +46,18 @@ def train_pseudo_cli(args: argparse.Namespace) -> int:
     from flipseg.methods.pseudo.config import budget_count
     from flipseg.methods.pseudo.train import lesion_samples, make_pseudo_engine, train_pseudo
 
-    name = common.check_recipe_args(args, PSEUDO_DATASETS, "pseudo")
+    name = runs.check_recipe_args(args, PSEUDO_DATASETS, "pseudo")
     cfg = _resolve_config(args)
     if cfg.pseudo != "none":
         make_pseudo_engine(cfg.pseudo, cfg.pseudo_model)  # fail before loading any data
-    part, samples, _ = common.load_recipe_samples(args, name)
+    part, samples, _ = runs.load_recipe_samples(args, name)
     samples = lesion_samples(samples)
     if not samples:
         raise FlipsegError(f"dataset {name!r} (part {part!r}) has no image with a lesion box")
     n_masked = sum(s.get("mask") is not None for s in samples)
     n_real = budget_count(cfg.masks_budget, n_masked)
     out = Path(args.out)
-    atomic_write_text(out / "data.json", json.dumps(
-        {"dataset": name, "fold": args.fold, "part": part, "n_train": len(samples),
-         "n_masked": n_masked}, indent=1))
+    runs.record_run_data(args, name, samples, part=part, n_train=len(samples), n_masked=n_masked)
     print(f"training pseudo-unet on {len(samples)} images: {n_real} real masks "
           f"(budget {cfg.masks_budget}), pseudo masks by {cfg.pseudo} -> {out}")
     path = train_pseudo(samples, cfg, out, progress=not args.no_progress)

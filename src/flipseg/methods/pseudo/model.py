@@ -12,7 +12,7 @@ segments the whole image) unless ``restrict_to_box=True``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -23,11 +23,11 @@ from flipseg.errors import FlipsegError
 from flipseg.methods.pseudo.config import PseudoConfig
 from flipseg.methods.whole_image import WholeImageModel, clean_mask, image_to_input
 from flipseg.networks.unet import build_unet
-from flipseg.segmenters import SEGMENTERS, Segmenter
+from flipseg.segmenters import Segmenter
 
 __all__ = ["MODEL_FILE", "PseudoUNetModel", "PseudoUNetSegmenter", "postprocess", "to_input"]
 
-MODEL_FILE = "pseudo_model.pt"
+MODEL_FILE = "pseudo_model.safetensors"
 _FORMAT = "flipseg-pseudo-unet-1"
 
 
@@ -45,7 +45,7 @@ def postprocess(mask: np.ndarray, cfg: PseudoConfig) -> np.ndarray:
 
 class PseudoUNetModel(WholeImageModel):
     """Configuration + weights of a U-Net trained on real and pseudo masks (``load`` reads a
-    run folder's ``pseudo_model.pt`` or a model file; ``bundle()`` is the saved form)."""
+    run folder's ``pseudo_model.safetensors`` or a model file; ``bundle()`` is the saved form)."""
 
     model_file = MODEL_FILE
     bundle_format = _FORMAT
@@ -108,7 +108,3 @@ class PseudoUNetSegmenter(Segmenter):
             raise FlipsegError("pseudo-unet with restrict_to_box=True needs one box per image")
         return [m & b.validate(m.shape).to_mask(m.shape) for m, b in zip(masks, boxes)]
 
-
-@SEGMENTERS.register("pseudo-unet")
-def _pseudo_unet_factory(**opts: Any) -> PseudoUNetSegmenter:
-    return PseudoUNetSegmenter(**opts)

@@ -19,7 +19,7 @@ Run folder: ``config.json``, ``labels.json`` (which cases have real and which
 pseudo masks), ``pseudo_masks.npz`` (the segmenter's masks at the images' own
 resolution, filled chunk by chunk, so an interrupted run does not redo them),
 ``pseudo_checkpoint.pt`` (after every epoch, with the current labels; a re-run
-resumes), ``train_log.csv`` and the inference bundle ``pseudo_model.pt`` (the
+resumes), ``train_log.csv`` and the inference bundle ``pseudo_model.safetensors`` (the
 last epoch). The log's ``pseudo_dice`` is the Dice of the current pseudo labels
 against the true masks where those are known: a diagnostic only, never used for
 training.
@@ -141,10 +141,10 @@ def make_pseudo_engine(name: str, model: str = ""):
         Unknown name (the message lists the valid ones), a model given to a method that
         takes none, or a method that cannot segment 2D images.
     """
-    from flipseg.methods import register_all
-    from flipseg.segmenters import FunctionSegmenter, get_segmenter
+    from flipseg.methods import get_segmenter, load_methods
+    from flipseg.segmenters import FunctionSegmenter
 
-    register_all()
+    load_methods()
     seg = get_segmenter(name, **({"model": model} if model else {}))
     if model and isinstance(seg, FunctionSegmenter):
         raise FlipsegError(f"pseudo-mask method {name!r} takes no model (got pseudo_model={model!r})")
