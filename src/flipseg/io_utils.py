@@ -11,18 +11,29 @@ __all__ = ["atomic_write_text", "atomic_write_bytes", "atomic_save"]
 
 
 def atomic_save(path: str | Path, writer: Callable[[str], Any]) -> Path:
-    """Call ``writer(tmp_path)`` then move the temporary file onto ``path``."""
+    """Call ``writer(tmp_path)`` then move the temporary file onto ``path``.
+
+    The file gets the usual permissions of a new file (``0o666`` less the umask), not the
+    owner-only ones of a temporary file, so model files and results can be shared.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         writer(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

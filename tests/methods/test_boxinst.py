@@ -1,5 +1,7 @@
 """BoxInst losses, crops, and a tiny train -> evaluate run from the CLI."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -251,3 +253,23 @@ def test_pseudo_masks_resume_after_a_kill_and_draw_only_the_rest(tmp_path, monke
     assert drawn == [1]  # only the fifth box is drawn again
     ell = get_segmenter("ellipse")
     assert all(np.array_equal(m, ell.segment(s["image"], s["box"])) for s, m in zip(samples, masks))
+
+
+def test_a_run_refuses_other_data_and_fresh_starts_again(tmp_path, capsys):
+    """A killed (or finished) run re-run on other data is a one-line error; --fresh moves
+    the old run aside and trains afresh; the record is not rewritten by a same-data re-run."""
+    run = tmp_path / "run"
+    assert _train_tiny(run, 1) == 0
+    record = (run / "data.json").read_text()
+    assert json.loads(record)["dataset"] == "phantom2d" and json.loads(record)["case_ids_sha256"]
+    assert _train_tiny(run, 1) == 0 and (run / "data.json").read_text() == record
+    capsys.readouterr()
+    other = ["train", "boxinst", "--dataset", "phantom2d", "--data-opt", "n=12", "--out", str(run),
+             "--no-progress", *TINY, "--set", "epochs=1"]
+    assert main(other) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "was trained on dataset 'phantom2d'" in err[0] and "--fresh" in err[0]
+    assert main([*other, "--fresh"]) == 0
+    assert json.loads((run / "data.json").read_text())["data_opts"] == ["n=12"]
+    moved = list(tmp_path.glob("run.replaced-*"))
+    assert len(moved) == 1 and (moved[0] / "data.json").read_text() == record
