@@ -20,7 +20,7 @@ from flipseg.methods.flip.curriculum import scaled_level
 from flipseg.methods.flip.env import coarse_priors, greedy_rollout, prepare_episode
 from flipseg.methods.flip.eraser import choose_eraser_sources
 from flipseg.networks.classifier import build_classifier
-from flipseg.segmenters import Segmenter
+from flipseg.segmenters import Segmenter, case_seed
 
 __all__ = ["FlipModel", "FlipResult", "FlipSegmenter", "default_model_path", "flip_grabcut", "make_scorer"]
 
@@ -197,8 +197,9 @@ class FlipSegmenter(Segmenter):
     def _grabcut(self, images, boxes, masks, seed: int) -> list[np.ndarray]:
         from flipseg.baselines.grabcut import grabcut
 
-        return [grabcut(im, b, rng=np.random.default_rng(seed + i), init=m, init_core=self.refine_core)
-                for i, (im, b, m) in enumerate(zip(images, boxes, masks))]
+        return [grabcut(im, b, rng=np.random.default_rng(case_seed(seed, b)), init=m,
+                        init_core=self.refine_core)
+                for im, b, m in zip(images, boxes, masks)]
 
 
 def flip_grabcut(**opts: Any) -> FlipSegmenter:

@@ -17,7 +17,7 @@ import numpy as np
 from flipseg.baselines.grabcut import grabcut
 from flipseg.boxes import Box
 from flipseg.methods import get_segmenter
-from flipseg.segmenters import Segmenter
+from flipseg.segmenters import Segmenter, case_seed
 
 __all__ = ["VoteSegmenter", "majority_vote"]
 
@@ -68,8 +68,9 @@ class VoteSegmenter(Segmenter):
         ``boxinst`` and ``flip-vote`` (``flipseg segment`` draws them)."""
         parts = {"flip": self.flip.segment_many(images, boxes, seed=seed)}
         parts["flip-grabcut"] = [
-            grabcut(im, b, rng=np.random.default_rng(seed + i), init=m, init_core=self.refine_core)
-            for i, (im, b, m) in enumerate(zip(images, boxes, parts["flip"]))]
+            grabcut(im, b, rng=np.random.default_rng(case_seed(seed, b)), init=m,
+                    init_core=self.refine_core)
+            for im, b, m in zip(images, boxes, parts["flip"])]
         parts["boxinst"] = self.voter.segment_many(images, boxes, seed=seed)
         parts["flip-vote"] = majority_vote(*parts.values())
         return parts
