@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "flipseg"
-FACES = {"flipseg.cli", "flipseg.commands", "flipseg.convert", "flipseg.serve"}
+FACES = {"flipseg.cli", "flipseg.commands", "flipseg.convert", "flipseg.label", "flipseg.serve"}
 #: Shared modules of the methods layer (not a method package).
 METHODS_SHARED = {"flipseg.methods", "flipseg.methods.common", "flipseg.methods.training",
                   "flipseg.methods.whole_image"}

@@ -1,7 +1,7 @@
 """The ``flipseg`` command.
 
-Sub-commands: ``demo``, ``evaluate``, ``segment``, ``classify``, ``train``, ``methods``,
-``convert-model``. Methods, training recipes and their options come from the method
+Sub-commands: ``demo``, ``evaluate``, ``segment``, ``label``, ``classify``, ``train``,
+``methods``, ``convert-model``. Methods, training recipes and their options come from the method
 registry (:mod:`flipseg.methods`). A user mistake is printed as one line (``flipseg:
 error: ...``) with exit code 2; a run that finished but skipped bad cases exits with 3.
 """
@@ -95,6 +95,25 @@ def build_parser(method_names: Sequence[str] | None = None) -> argparse.Argument
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0)
 
+    p = sub.add_parser("label", help="a mask for every box of a folder, a COCO file or a DICOM "
+                       "folder, written as png, nifti, coco, dicom-seg and/or an nnU-Net dataset")
+    p.add_argument("--images", default=None, help="folder of images (PNG, JPEG, TIFF, NIfTI, "
+                   "DICOM files or series sub-folders), a folder dataset or COCO export, or a "
+                   "COCO / datalist .json")
+    p.add_argument("--boxes", default=None, help="the boxes: COCO .json (CVAT, Label Studio), "
+                   "MONAI/Decathlon datalist .json or boxes.csv (case_id,x0,y0,x1,y1)")
+    add_data_args(p)
+    _add_method_args(p, method_names, several=False)
+    p.add_argument("--format", default="png", help="png, nifti, coco, dicom-seg, nnunet; one or "
+                   "several, comma-separated (default: png)")
+    p.add_argument("--ignore-disagreement", action="store_true", help="nnunet: pixels where "
+                   "flip-vote's voters disagree get the label 'ignore'")
+    p.add_argument("--nnunet-id", type=int, default=501, help="nnU-Net dataset id (default 501)")
+    p.add_argument("--nnunet-name", default="Lesions", help="nnU-Net dataset name")
+    p.add_argument("--out", required=True, help="output folder (a re-run skips the boxes done)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+
     p = sub.add_parser("classify", help="benign/malignant probabilities, lesion map and Grad-CAM "
                        "of a trained LA-Net, for one image or a dataset")
     add_data_args(p)
@@ -138,7 +157,7 @@ def _fix_negative_boxes(argv: list[str]) -> list[str]:
 
 def _wants_method_list(argv: Sequence[str]) -> bool:
     return any(a in ("-h", "--help") for a in argv) and any(
-        a in ("demo", "evaluate", "segment") for a in argv)
+        a in ("demo", "evaluate", "segment", "label") for a in argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

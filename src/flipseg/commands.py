@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     """Dispatch a parsed command line."""
     commands = {"demo": run_demo, "evaluate": run_evaluate, "segment": run_segment,
                 "classify": run_classify, "train": run_train, "methods": run_methods,
-                "convert-model": run_convert_model}
+                "convert-model": run_convert_model, "label": run_label}
     return commands[args.command](args)
 
 
@@ -239,15 +239,19 @@ def _read_image_cases(args: argparse.Namespace, boxes: list[Any], needs_box: boo
     Without ``needs_box`` (whole-image models) ``--box`` may be left out: the case then gets
     the whole image as its box.
     """
-    from flipseg.data.folder import read_any_image, read_any_mask
-    from flipseg.data.volumes import is_volume_path, volume_stem
+    from flipseg.data.folder import image_stem, read_any_image, read_any_mask
+    from flipseg.runs import parse_data_opts
 
     if not boxes and needs_box:
         raise FlipsegError("--image needs --box x0,y0,x1,y1 (2D) or x0,y0,x1,y1,z0,z1 (3D)")
-    image, spacing, meta = read_any_image(args.image)
+    opts = parse_data_opts(getattr(args, "data_opt", None) or [])
+    extra = sorted(set(opts) - {"frame"})
+    if extra:
+        raise FlipsegError(f"--data-opt {extra[0]}: with --image only frame=K|all applies")
+    image, spacing, meta = read_any_image(args.image, **opts)
     boxes = [b.validate(image.shape) for b in boxes] or [_whole_image_box(image.shape)]
     gt = read_any_mask([args.mask], image.shape) if args.mask else None
-    stem = volume_stem(args.image) if is_volume_path(args.image) else Path(args.image).stem
+    stem = image_stem(args.image)
     cases = []
     for k, box in enumerate(boxes, start=1):
         case = {"case_id": stem if len(boxes) == 1 else f"{stem}-box{k}", "image": image,
@@ -256,6 +260,31 @@ def _read_image_cases(args: argparse.Namespace, boxes: list[Any], needs_box: boo
             case["volume_meta"] = meta
         cases.append(case)
     return cases
+
+
+_OUTPUT_SUFFIXES = ("_mask.png", "_overlay.png", "_flipped.png", "_voters.png", "_curve.png",
+                    "_curve.csv", "_mask.nii.gz", "_flipped.nii.gz", "_overlay_axial.png",
+                    "_overlay_coronal.png", "_overlay_sagittal.png")
+
+
+def _refuse_replacing_inputs(args: argparse.Namespace, out: Path, cases: list[dict[str, Any]]) -> None:
+    """Before any work: no output file of ``segment`` may be an input (``--image``, ``--mask``,
+    a case's image, or a file already in the dataset folder), e.g. BUSI's ``<stem>_mask.png``
+    beside its image with ``--out .``."""
+    from flipseg.data import DEFAULT_FOLDERS, default_data_root
+    from flipseg.io_utils import refuse_replacing
+
+    planned = [out / f"{c['case_id']}{sfx}" for c in cases for sfx in _OUTPUT_SUFFIXES]
+    planned.append(out / "segment.json")
+    inputs = [args.image, args.mask]
+    for c in cases:
+        inputs += [c.get("file")] + list((c.get("volume_meta") or {}).get("files") or [])
+    root = args.data_root or (default_data_root(args.dataset) if args.dataset in DEFAULT_FOLDERS
+                              and not args.image else None)
+    if root is not None:
+        root = Path(root).resolve()
+        inputs += [p for p in planned if p.exists() and root in p.resolve().parents]
+    refuse_replacing(planned, [i for i in inputs if i])
 
 
 def _refine_case_boxes(cases: list[dict[str, Any]], model: str, needs_box: bool,
@@ -279,13 +308,14 @@ def run_segment(args: argparse.Namespace) -> int:
     ``_curve.png`` and ``_curve.csv``; flip-vote a picture of its three voters and
     their vote, ``_voters.png``.
     """
+    from flipseg.io_utils import check_out_dir
     from flipseg.methods import method_spec
 
-    out = Path(args.out)
     if args.image:
         boxes = _check_image_args(args)
     elif not args.dataset:
         raise FlipsegError("give --image IMG --box x0,y0,x1,y1, or --dataset NAME")
+    out = check_out_dir(args.out)
     method = args.method
     if method is None and args.model:
         from flipseg.methods import method_of_model
@@ -304,6 +334,7 @@ def run_segment(args: argparse.Namespace) -> int:
         cases = [c for c in cases if c.get("box") is not None]
         if not cases:
             raise FlipsegError(f"dataset {args.dataset!r} has no case with a box")
+    _refuse_replacing_inputs(args, out, cases)
     dims = _case_dims(cases)
     method = method or _default_method(args, dims)
     seg = _segmenters([method], args, dims)[method]
@@ -392,6 +423,12 @@ def run_methods(args: argparse.Namespace) -> int:
                              for f in dataclasses.fields(cls))
             print(f"{name}: --set {opts}")
     return 0
+
+
+def run_label(args: argparse.Namespace) -> int:
+    from flipseg.label import run_label as label
+
+    return int(label(args))
 
 
 def run_convert_model(args: argparse.Namespace) -> int:

@@ -1,13 +1,17 @@
-"""Atomic file writes: nothing half-written is left behind by a crash."""
+"""Atomic file writes (nothing half-written is left behind by a crash) and output folders
+checked before any work (writable, never the place of an input file)."""
 
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
-__all__ = ["atomic_write_text", "atomic_write_bytes", "atomic_save"]
+from flipseg.errors import FlipsegError
+
+__all__ = ["atomic_write_text", "atomic_write_bytes", "atomic_save", "check_out_dir",
+           "new_file_mode", "refuse_replacing"]
 
 
 def atomic_save(path: str | Path, writer: Callable[[str], Any]) -> Path:
@@ -22,7 +26,7 @@ def atomic_save(path: str | Path, writer: Callable[[str], Any]) -> Path:
     os.close(fd)
     try:
         writer(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, new_file_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -34,6 +38,66 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def new_file_mode() -> int:
+    """The permissions of a new file: ``0o666`` less the process umask."""
+    return 0o666 & ~_umask()
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    return child == parent or parent in child.parents
+
+
+def check_out_dir(path: str | Path, *, flag: str = "--out",
+                  inputs: Iterable[str | Path] = ()) -> Path:
+    """An output folder, checked before any work: created when missing, written to once.
+
+    ``inputs`` are the files and folders the command reads: ``path`` may be none of them
+    and may hold none of them (outputs get names of their own, so they never replace an
+    input).
+
+    Raises
+    ------
+    FlipsegError
+        ``path`` is a file, cannot be created or written to, or is or holds an input.
+    """
+    out = Path(path).expanduser()
+    resolved = out.resolve()
+    for item in inputs:
+        if item is None:
+            continue
+        inp = Path(item).expanduser().resolve()
+        if _inside(inp, resolved):
+            raise FlipsegError(f"{flag} {path} is or holds the input {item}; "
+                               "give the outputs a folder of their own")
+    if out.exists() and not out.is_dir():
+        raise FlipsegError(f"{flag} {path} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".flipseg-write-test.", dir=out)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as exc:
+        raise FlipsegError(f"{flag} {path} cannot be written to ({exc.strerror or exc})") from None
+    return out
+
+
+def refuse_replacing(outputs: Iterable[str | Path], inputs: Iterable[str | Path], *,
+                     flag: str = "--out") -> None:
+    """Raise before any work when one of ``outputs`` is one of the ``inputs`` files.
+
+    Raises
+    ------
+    FlipsegError
+        ``writing NAME would replace the input file PATH``.
+    """
+    files = {Path(i).expanduser().resolve(): i for i in inputs if i is not None}
+    for out in outputs:
+        hit = files.get(Path(out).expanduser().resolve())
+        if hit is not None:
+            raise FlipsegError(f"{flag}: writing {Path(out).name} would replace the input file "
+                               f"{hit}; give another {flag}")
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

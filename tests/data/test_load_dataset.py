@@ -15,8 +15,8 @@ DATA = Path(__file__).parents[2].parent / "shared" / "data"
 
 
 def test_names():
-    assert DATASETS.names() == ["bus-bra", "busi", "folder", "phantom2d", "phantom3d", "samples",
-                              "stu"]
+    assert DATASETS.names() == ["bus-bra", "busi", "coco", "datalist", "folder", "phantom2d",
+                              "phantom3d", "samples", "stu"]
     for name in fd.__all__:
         assert hasattr(fd, name)
 

@@ -6,6 +6,8 @@
 ``busi``       BUSI in its published layout (:func:`load_busi`)
 ``bus-bra``    BUS-BRA with its official folds (:func:`load_busbra`)
 ``folder``     generic ``images/`` [+ ``masks/``, ``boxes.csv``] or manifest
+``coco``       images + a COCO box file (CVAT, Label Studio) (:func:`load_coco`)
+``datalist``   a MONAI/Decathlon datalist JSON with boxes (:func:`load_datalist`)
 ``stu``        STU-Hospital ``Test_Image_N`` / ``mask_N`` (:func:`load_stu`)
 ``samples``    the ten BUS-BRA images shipped with flipseg
 ``phantom2d``  synthetic 2D phantoms (``n=20, seed=0`` by default)
@@ -22,9 +24,11 @@ from typing import Any, Callable
 
 from flipseg.data.busbra import load_busbra
 from flipseg.data.busi import load_busi
+from flipseg.data.coco import load_coco, load_datalist
+from flipseg.data.dicom import read_dicom, read_dicom_series
 from flipseg.data.embedded import load_embedded
-from flipseg.data.folder import load_folder, load_manifest
-from flipseg.data.io import read_image, read_mask, write_png
+from flipseg.data.folder import load_folder, load_images, load_manifest, read_any_image
+from flipseg.data.io import normalize_intensities, read_image, read_mask, write_png
 from flipseg.data.phantoms import (
     make_phantom_2d,
     make_phantom_3d,
@@ -44,17 +48,24 @@ __all__ = [
     "default_data_root",
     "load_busbra",
     "load_busi",
+    "load_coco",
     "load_dataset",
+    "load_datalist",
     "load_embedded",
     "load_folder",
+    "load_images",
     "load_manifest",
     "load_stu",
     "make_phantom_2d",
     "make_phantom_3d",
     "make_sample",
     "near_duplicate_groups",
+    "normalize_intensities",
     "phantom_dataset_2d",
     "phantom_dataset_3d",
+    "read_any_image",
+    "read_dicom",
+    "read_dicom_series",
     "read_image",
     "read_mask",
     "read_volume",
@@ -187,6 +198,25 @@ def _load_folder(root, *, fold=None, part="all", errors=None, cv=5, **opts):
     return _cv_part("folder", samples, fold, part, cv)
 
 
+@DATASETS.register("coco")
+def _load_coco(root, *, fold=None, part="all", errors=None, cv=5, **opts):
+    _check_opts("coco", load_coco, opts, extra=("cv",))
+    if root is None:
+        raise FlipsegError("dataset 'coco' needs a root folder (the images, or a CVAT/Label "
+                           "Studio COCO export) and --data-opt annotations=FILE")
+    return _cv_part("coco", load_coco(_root("coco", root), errors=errors, **opts), fold, part, cv)
+
+
+@DATASETS.register("datalist")
+def _load_datalist(root, *, fold=None, part="all", errors=None, cv=5, **opts):
+    _check_opts("datalist", load_datalist, opts, extra=("cv",))
+    if root is None:
+        raise FlipsegError("dataset 'datalist' needs a root folder or datalist file "
+                           "(--data-root, --data-opt datalist=FILE)")
+    samples = load_datalist(_root("datalist", root), errors=errors, **opts)
+    return _cv_part("datalist", samples, fold, part, cv)
+
+
 @DATASETS.register("stu")
 def _load_stu(root, *, fold=None, part="all", errors=None, cv=5, **opts):
     _check_opts("stu", load_stu, opts, extra=("cv",))
@@ -234,7 +264,7 @@ def load_dataset(
     ----------
     name : one of ``DATASETS.names()`` (case-insensitive).
     root : dataset folder; None uses :func:`default_data_root` for ``busi``
-        and ``bus-bra``; ``folder`` and ``stu`` need one; ``samples``,
+        and ``bus-bra``; ``folder``, ``coco``, ``datalist`` and ``stu`` need one; ``samples``,
         ``phantom2d`` and ``phantom3d`` take none.
     fold, part : fold and part (``"all"``, ``"train"``, ``"val"``,
         ``"test"``): BUS-BRA's official folds; for ``busi``, ``folder`` and

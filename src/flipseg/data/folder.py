@@ -3,7 +3,9 @@
 Folder layout::
 
     root/
-      images/   <stem>.png|.jpg|.jpeg|.bmp|.tif|.tiff|.nii|.nii.gz|.nrrd
+      images/   <stem>.png|.jpg|.jpeg|.bmp|.tif|.tiff|.nii|.nii.gz|.nrrd|.dcm, a DICOM
+                file without ending (its whole name is its stem), or a sub-folder
+                holding one DICOM series (read as a volume, the folder name its stem)
       masks/    optional: <stem>.<any of those>, <stem>_mask.<ext>,
                 <stem>_mask_<k>.<ext> (all files of one image are OR-ed)
       boxes.csv optional: case_id,x0,y0,x1,y1[,z0,z1][,label]
@@ -26,8 +28,12 @@ relative to the manifest. Entries sharing a ``case_id`` are lesions of one
 image, handled as repeated ``boxes.csv`` rows.
 
 Volumes (``.nii``, ``.nii.gz``, ``.nrrd``) are read with
-:func:`flipseg.data.volumes.read_volume`; their samples carry ``spacing`` and
-an extra ``volume_meta`` for writing masks back with the same geometry.
+:func:`flipseg.data.volumes.read_volume`, DICOM files and series with
+:mod:`flipseg.data.dicom` (option ``frame``: which frame of a multi-frame file,
+from 0, or ``all``); their samples carry ``spacing`` and an extra
+``volume_meta`` for writing masks back with the same geometry (DICOM: also the
+source files). Every image's intensities are brought to 0-255 by
+:func:`flipseg.data.io.normalize_intensities`.
 """
 
 from __future__ import annotations
@@ -42,37 +48,66 @@ import numpy as np
 from scipy import ndimage
 
 from flipseg.boxes import Box
-from flipseg.data.io import IMAGE_EXTENSIONS, read_image, read_mask
+from flipseg.data.dicom import dicom_stem, is_dicom_file, is_dicom_series, read_dicom, read_dicom_series
+from flipseg.data.io import IMAGE_EXTENSIONS, normalize_intensities, read_image, read_mask
 from flipseg.data.sample import make_sample, try_case
 from flipseg.data.volumes import is_volume_path, read_volume, volume_stem
 from flipseg.errors import FlipsegError
 
-__all__ = ["load_folder", "load_manifest", "read_any_image", "read_any_mask"]
+__all__ = ["image_stem", "load_folder", "load_images", "load_manifest", "read_any_image",
+           "read_any_mask"]
 
 _MASK_SUFFIX = re.compile(r"^(?P<stem>.+)_mask(?:_\d+)?$")
 
 
-def _stem(path: Path) -> str:
-    return volume_stem(path) if is_volume_path(path) else path.stem
+def image_stem(path: str | Path) -> str:
+    """The name of an image without its file ending: ``a.nii.gz`` -> ``a``, ``a.png`` ->
+    ``a``, a DICOM file without ending or a series folder keeps its whole name."""
+    path = Path(path)
+    if is_volume_path(path):
+        return volume_stem(path)
+    if path.is_dir() or (path.suffix.lower() not in IMAGE_EXTENSIONS and is_dicom_file(path)):
+        return dicom_stem(path) if path.is_file() else path.name
+    return path.stem
+
+
+_stem = image_stem
 
 
 def _is_image_file(path: Path) -> bool:
-    return (
-        path.is_file()
-        and not path.name.startswith(".")
-        and (path.suffix.lower() in IMAGE_EXTENSIONS or is_volume_path(path))
-    )
+    if path.name.startswith("."):
+        return False
+    if path.is_dir():
+        return is_dicom_series(path)
+    return path.is_file() and (path.suffix.lower() in IMAGE_EXTENSIONS or is_volume_path(path)
+                               or is_dicom_file(path))
 
 
 def _natural(text: str) -> tuple:
     return tuple((0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", text))
 
 
-def read_any_image(path: str | Path) -> tuple[np.ndarray, tuple[float, ...] | None, dict | None]:
-    """Read a 2D image or a volume: ``(array, spacing or None, volume meta or None)``."""
+def read_any_image(path: str | Path, *, frame: int | str | None = None
+                   ) -> tuple[np.ndarray, tuple[float, ...] | None, dict | None]:
+    """Read a 2D image, a volume, a DICOM file or a DICOM series folder.
+
+    Returns ``(array, spacing or None, meta or None)``: float32 on the 0-255 scale
+    (:func:`flipseg.data.io.normalize_intensities`); ``meta`` for volumes and DICOM
+    (:mod:`flipseg.data.volumes`, :mod:`flipseg.data.dicom`). ``frame`` picks the frame of
+    a multi-frame DICOM file (from 0; default the first) or ``"all"`` for a volume; other
+    files ignore it.
+    """
     path = Path(path)
     if is_volume_path(path):
-        return read_volume(path)
+        array, spacing, meta = read_volume(path)
+        stored = np.dtype(meta.get("dtype", "float32"))
+        if np.issubdtype(stored, np.integer):
+            array = array.astype(stored)
+        return normalize_intensities(array), spacing, meta
+    if path.is_dir():
+        return read_dicom_series(path)
+    if path.suffix.lower() not in IMAGE_EXTENSIONS and is_dicom_file(path):
+        return read_dicom(path, frame=frame)
     return read_image(path), None, None
 
 
@@ -134,9 +169,10 @@ def _build(
     lesions: list[tuple[Box | None, str | None]],
     patient_id: str | None,
     spacing: Sequence[float] | None,
+    frame: int | str | None = None,
 ) -> list[dict[str, Any]]:
     """Samples of one image: one per lesion (box, label), or one without a box."""
-    image, vol_spacing, meta = read_any_image(image_path)
+    image, vol_spacing, meta = read_any_image(image_path, frame=frame)
     mask = read_any_mask(mask_paths, image.shape) if mask_paths else None
     extra: dict[str, Any] = {"file": str(image_path)}
     if meta is not None:
@@ -173,6 +209,9 @@ def _read_boxes_csv(path: Path, errors: list | None) -> dict[str, list[tuple[Box
             )
         rows: dict[str, list[tuple[Box, str | None]]] = {}
         for line, raw in enumerate(reader, start=2):
+            if None in raw:  # more fields than the header names
+                raise FlipsegError(f"{path} line {line} has more fields than its header "
+                                   f"{','.join(fields)}")
             row = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
             cid = row["case_id"]
             keys = ["x0", "y0", "x1", "y1"]
@@ -188,14 +227,15 @@ def _read_boxes_csv(path: Path, errors: list | None) -> dict[str, list[tuple[Box
     return rows
 
 
-def load_folder(root: str | Path, *, errors: list | None = None) -> list[dict[str, Any]]:
+def load_folder(root: str | Path, *, errors: list | None = None,
+                frame: int | str | None = None) -> list[dict[str, Any]]:
     """Read a generic dataset folder (``images/`` [+ ``masks/``] [+ ``boxes.csv``]) or manifest.
 
     ``root`` may be a folder with ``manifest.json`` (read with
     :func:`load_manifest`), a ``.json`` file, or a folder with ``images/``.
     Images are returned in natural file-name order. ``errors``: if a list,
     unreadable cases are appended as ``(case_id, message)`` and skipped; if
-    None they raise.
+    None they raise. ``frame``: see :func:`read_any_image`.
 
     Raises
     ------
@@ -205,49 +245,77 @@ def load_folder(root: str | Path, *, errors: list | None = None) -> list[dict[st
     """
     root = Path(root)
     if root.is_file() and root.suffix.lower() == ".json":
-        return load_manifest(root, errors=errors)
+        return load_manifest(root, errors=errors, frame=frame)
     if not root.is_dir():
         raise FlipsegError(f"dataset folder not found: {root}")
     if (root / "manifest.json").is_file():
-        return load_manifest(root / "manifest.json", errors=errors)
+        return load_manifest(root / "manifest.json", errors=errors, frame=frame)
     image_dir = root / "images"
     if not image_dir.is_dir():
         raise FlipsegError(f"dataset folder {root} has neither images/ nor manifest.json")
-    images: dict[str, Path] = {}
+    boxes = root / "boxes.csv"
+    return load_images(image_dir, boxes=boxes if boxes.is_file() else None,
+                       masks=root / "masks", errors=errors, frame=frame)
+
+
+def load_images(images: str | Path, *, boxes: str | Path | None = None,
+                masks: str | Path | None = None, errors: list | None = None,
+                frame: int | str | None = None) -> list[dict[str, Any]]:
+    """The images of one folder, with their boxes from a ``boxes.csv`` file (anywhere) and
+    their masks from a masks folder (optional): the ``images/`` part of :func:`load_folder`.
+
+    Image files are the folder's files with an image, volume or DICOM ending, DICOM files
+    without ending, and sub-folders holding one DICOM series (volumes). ``boxes``: CSV with
+    ``case_id,x0,y0,x1,y1[,z0,z1][,label]``, ``case_id`` the image stem
+    (:func:`image_stem`). Samples carry ``file`` (the image path).
+
+    Raises
+    ------
+    FlipsegError
+        A missing folder, a bad ``boxes.csv`` header, two images with the same stem.
+    """
+    image_dir = Path(images)
+    if not image_dir.is_dir():
+        raise FlipsegError(f"image folder not found: {image_dir}")
+    found: dict[str, Path] = {}
     for f in sorted(image_dir.iterdir()):
         if _is_image_file(f):
             stem = _stem(f)
-            if stem in images:
+            if stem in found:
                 raise FlipsegError(
-                    f"two images share the name {stem!r}: {images[stem].name}, {f.name}"
+                    f"two images share the name {stem!r}: {found[stem].name}, {f.name}"
                 )
-            images[stem] = f
-    masks: dict[str, list[Path]] = {}
-    if (root / "masks").is_dir():
-        for f in sorted((root / "masks").iterdir()):
+            found[stem] = f
+    mask_files: dict[str, list[Path]] = {}
+    if masks is not None and Path(masks).is_dir():
+        for f in sorted(Path(masks).iterdir()):
             if not _is_image_file(f):
                 continue
             stem = _stem(f)
             m = _MASK_SUFFIX.match(stem)
-            if stem not in images and m and m["stem"] in images:
+            if stem not in found and m and m["stem"] in found:
                 stem = m["stem"]
-            if stem in images:
-                masks.setdefault(stem, []).append(f)
-    boxes: dict[str, list[tuple[Box, str | None]]] = {}
-    if (root / "boxes.csv").is_file():
-        boxes = _read_boxes_csv(root / "boxes.csv", errors)
-        for cid in boxes:
-            if cid not in images:
-                msg = f"boxes.csv names case {cid!r} but images/ has no such image"
+            if stem in found:
+                mask_files.setdefault(stem, []).append(f)
+    rows: dict[str, list[tuple[Box, str | None]]] = {}
+    if boxes is not None:
+        boxes = Path(boxes)
+        if not boxes.is_file():
+            raise FlipsegError(f"boxes file not found: {boxes}")
+        rows = _read_boxes_csv(boxes, errors)
+        for cid in rows:
+            if cid not in found:
+                msg = f"{boxes.name} names case {cid!r} but {image_dir} has no such image"
                 if errors is None:
                     raise FlipsegError(msg)
                 errors.append((cid, msg))
     samples: list[dict[str, Any]] = []
-    for stem in sorted(images, key=_natural):
-        lesions = boxes.get(stem, [])
+    for stem in sorted(found, key=_natural):
+        lesions = rows.get(stem, [])
 
         def load(stem=stem, lesions=lesions):
-            return _build(stem, images[stem], masks.get(stem, []), lesions, None, None)
+            return _build(stem, found[stem], mask_files.get(stem, []), lesions, None, None,
+                          frame)
 
         got = try_case(stem, load, errors)
         if got:
@@ -255,7 +323,8 @@ def load_folder(root: str | Path, *, errors: list | None = None) -> list[dict[st
     return samples
 
 
-def load_manifest(path: str | Path, *, errors: list | None = None) -> list[dict[str, Any]]:
+def load_manifest(path: str | Path, *, errors: list | None = None,
+                  frame: int | str | None = None) -> list[dict[str, Any]]:
     """Read a JSON manifest (see module docstring); entries in file order."""
     path = Path(path)
     if not path.is_file():
@@ -305,7 +374,7 @@ def load_manifest(path: str | Path, *, errors: list | None = None) -> list[dict[
 
         def load(cid=cid, case=case, lesions=lesions):
             return _build(cid, case["image"], case["masks"], lesions, case["patient_id"],
-                          case["spacing"])
+                          case["spacing"], frame)
 
         got = try_case(cid, load, errors)
         if got:

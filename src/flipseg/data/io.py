@@ -1,9 +1,11 @@
 """Reading 2D images and masks, writing PNGs atomically.
 
-Images come back as float32 ``(H, W)`` with intensities as stored: 8-bit files
-give 0-255, 16-bit files 0-65535, 1-bit files 0/255. Colour is reduced to
-luminance (ITU-R BT.601 weights ``0.299 R + 0.587 G + 0.114 B``) and alpha is
-dropped. Masks come back as bool ``(H, W)``.
+Images come back as float32 ``(H, W)`` on the 0-255 scale the models expect, by one
+rule (:func:`normalize_intensities`, also used for DICOM and volumes): 8-bit files
+as stored, 16-bit files scaled by 255/65535 unless every value is <= 255, 1-bit
+files 0/255, float files kept when in 0-255 (x255 when in 0-1), else stretched.
+Colour is reduced to luminance (ITU-R BT.601 weights ``0.299 R + 0.587 G + 0.114
+B``) and alpha is dropped. Masks come back as bool ``(H, W)``.
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from flipseg.errors import FlipsegError
+from flipseg.io_utils import new_file_mode
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "atomic_output",
+    "normalize_intensities",
     "read_image",
     "read_mask",
     "read_raw",
@@ -96,12 +100,66 @@ def read_raw(path: str | Path) -> np.ndarray:
         raise FlipsegError(f"cannot read image {path}: {reason}") from None
 
 
+def normalize_intensities(array: np.ndarray, *, bits: int | None = None) -> np.ndarray:
+    """Bring stored intensities to the 0-255 float scale, by one rule for every reader.
+
+    - bool: False/True -> 0/255.
+    - integers, all values in 0..255: kept as they are (an 8-bit image stays itself,
+      also when saved in a 16-bit file with its values unchanged).
+    - integers with a value above 255 and none below 0: multiplied by 255 / (2**b - 1),
+      ``b`` the stored bit depth: ``bits`` when given (DICOM BitsStored), else the
+      sample size of the dtype (16 for 16-bit files; 16 for 32-bit integers whose
+      maximum is <= 65535, as Pillow reads some 16-bit files). An 8-bit image saved as
+      16-bit with its values times 257 comes back exactly.
+    - anything else (floats, integers with negative values): kept when all values are
+      in 0..255, multiplied by 255 when all are in 0..1, otherwise stretched linearly
+      from [min, max] to [0, 255]. Non-finite values become the smallest finite one.
+
+    Parameters
+    ----------
+    array : the stored samples, any shape (colour channels included: the rule is
+        applied to all of them at once, before any conversion to grey).
+    bits : stored bit depth, when the file says it (DICOM BitsStored).
+
+    Returns
+    -------
+    float32 array of the same shape, values in [0, 255].
+    """
+    arr = np.asarray(array)
+    if arr.dtype == bool:
+        return arr.astype(np.float32) * np.float32(255.0)
+    if arr.size == 0:
+        return arr.astype(np.float32)
+    if np.issubdtype(arr.dtype, np.integer):
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo >= 0 and hi <= 255:
+            return arr.astype(np.float32)
+        if lo >= 0:
+            b = int(bits) if bits else arr.dtype.itemsize * 8
+            if not bits and b > 16 and hi <= 65535:
+                b = 16
+            b = max(b, int(hi).bit_length())
+            scale = 255.0 / float(2**b - 1)
+            return np.clip(arr.astype(np.float64) * scale, 0.0, 255.0).astype(np.float32)
+    out = arr.astype(np.float32)
+    finite = np.isfinite(out)
+    if not finite.all():
+        out = np.where(finite, out, out[finite].min() if finite.any() else 0.0).astype(np.float32)
+    lo, hi = float(out.min()), float(out.max())
+    if lo >= 0.0 and hi <= 1.0:
+        return out * np.float32(255.0)
+    if lo >= 0.0 and hi <= 255.0:
+        return out
+    return ((out - lo) * np.float32(255.0 / (hi - lo))).astype(np.float32)
+
+
 def read_image(path: str | Path) -> np.ndarray:
-    """Read a 2D image as float32 ``(H, W)``, intensities as stored.
+    """Read a 2D image as float32 ``(H, W)`` on the 0-255 scale.
 
     Accepts greyscale (8/16-bit, float TIFF), 1-bit (read as 0/255), grey +
     alpha, RGB and RGBA (luminance of the colour channels, alpha dropped) and
-    palette images.
+    palette images. Intensities follow :func:`normalize_intensities` (applied to
+    the stored samples, alpha left out, before the luminance).
 
     Raises
     ------
@@ -110,15 +168,13 @@ def read_image(path: str | Path) -> np.ndarray:
         the message names the file.
     """
     arr = read_raw(path)
-    if arr.dtype == bool:
-        return arr.astype(np.float32) * 255.0
     if arr.ndim == 2:
-        return arr.astype(np.float32)
+        return normalize_intensities(arr)
     channels = arr.shape[2]
     if channels in (1, 2):  # grey (+ alpha)
-        return arr[..., 0].astype(np.float32)
+        return normalize_intensities(arr[..., 0])
     if channels in (3, 4):  # RGB (+ alpha)
-        return arr[..., :3].astype(np.float32) @ _LUMA
+        return normalize_intensities(arr[..., :3]) @ _LUMA
     raise FlipsegError(f"cannot read image {path}: {channels} channels (expected 1-4)")
 
 
@@ -171,8 +227,9 @@ def read_mask(
 def atomic_output(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path`` with the same file endings.
 
-    On normal exit the temporary file replaces ``path`` (``os.replace``); on an
-    exception it is removed, so ``path`` is never left half-written.
+    On normal exit the temporary file replaces ``path`` (``os.replace``) with the usual
+    permissions of a new file (``0o666`` less the umask, not the owner-only ones of a
+    temporary file); on an exception it is removed, so ``path`` is never left half-written.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -181,6 +238,7 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, new_file_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

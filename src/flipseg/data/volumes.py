@@ -16,6 +16,8 @@ with :func:`write_volume` lines up voxel for voxel with the image it came from.
 ``affine``   4x4 float array mapping stored indices ``(i, j, k, 1)`` to RAS
              world coordinates in mm (NRRD LPS spaces are converted)
 ``header``   the original header (nibabel header object / pynrrd dict)
+``dtype``    the stored sample type (``float32`` when NIfTI scaling applies), for
+             :func:`flipseg.data.io.normalize_intensities`
 """
 
 from __future__ import annotations
@@ -91,8 +93,12 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, tuple[float, ...], dict[str, An
     data = _to_3d(data, path)
     zooms = [float(z) for z in img.header.get_zooms()[:3]] + [1.0] * 3
     spacing = tuple(reversed(zooms[:3]))
+    slope = getattr(img.dataobj, "slope", 1.0)
+    inter = getattr(img.dataobj, "inter", 0.0)
+    stored = np.dtype(img.get_data_dtype())
     meta = {"format": "nifti", "affine": np.array(img.affine, dtype=float),
-            "header": img.header.copy()}
+            "header": img.header.copy(),
+            "dtype": stored.name if (slope, inter) == (1.0, 0.0) else "float32"}
     return data, spacing, meta
 
 
@@ -124,10 +130,11 @@ def _read_nrrd(path: Path) -> tuple[np.ndarray, tuple[float, ...], dict[str, Any
     except (nrrd.NRRDError, OSError, EOFError, zlib.error, ValueError) as exc:
         reason = str(exc).split("\n")[0] or type(exc).__name__
         raise FlipsegError(f"cannot read volume {path}: {reason}") from None
+    stored = np.asarray(data).dtype
     data = _to_3d(np.asarray(data, dtype=np.float32), path)
     affine = _nrrd_affine(header, 3)
     spacing_xyz = [float(np.linalg.norm(affine[:3, c])) or 1.0 for c in range(3)]
-    meta = {"format": "nrrd", "affine": affine, "header": dict(header)}
+    meta = {"format": "nrrd", "affine": affine, "header": dict(header), "dtype": stored.name}
     return data, tuple(reversed(spacing_xyz)), meta
 
 
