@@ -255,7 +255,7 @@ def _is_done(out: Path, manifest: dict[str, Any], case: dict[str, Any], parts: b
 
 
 def _save_case(out: Path, manifest: dict[str, Any], case: dict[str, Any], mask: np.ndarray,
-               disagree: np.ndarray | None) -> None:
+               disagree: np.ndarray | None, quality: float) -> None:
     from flipseg.io_utils import atomic_save
 
     cid = case["case_id"]
@@ -276,7 +276,8 @@ def _save_case(out: Path, manifest: dict[str, Any], case: dict[str, Any], mask: 
 
     atomic_save(out / rel, write)
     manifest["cases"][cid] = {"box": _box_list(case["box"]), "file": case.get("file"),
-                              "mask": rel, "disagree": disagree is not None}
+                              "mask": rel, "disagree": disagree is not None,
+                              "quality": round(float(quality), 4)}
 
 
 def _load_case(out: Path, manifest: dict[str, Any], cid: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -286,16 +287,27 @@ def _load_case(out: Path, manifest: dict[str, Any], cid: str) -> tuple[np.ndarra
 
 # ------------------------------------------------------------------ segmenting
 def _segment_chunk(seg: Any, method: str, chunk: list[dict[str, Any]], seed: int,
-                   parts: bool) -> list[tuple[np.ndarray, np.ndarray | None]]:
+                   parts: bool) -> list[tuple[np.ndarray, np.ndarray | None, float]]:
+    """Each box's mask, the voters' disagreement (with ``parts``) and its quality score
+    (:mod:`flipseg.qc`: from the voters when the method has them)."""
+    from flipseg.qc import quality_features, quality_score
+
     ims, bxs = [c["image"] for c in chunk], [c["box"] for c in chunk]
-    if not parts:
-        return [(np.asarray(m, bool), None) for m in seg.segment_many(ims, bxs, seed=seed)]
-    got = seg.vote_parts(ims, bxs, seed=seed)
-    voters = [k for k in got if k != method]
+    if hasattr(seg, "vote_parts"):
+        got = seg.vote_parts(ims, bxs, seed=seed)
+        masks = [np.asarray(m, bool) for m in got[method]]
+        voters = [[np.asarray(got[k][i], bool) for k in got if k != method] for i in range(len(chunk))]
+    else:
+        masks = [np.asarray(m, bool) for m in seg.segment_many(ims, bxs, seed=seed)]
+        voters = [[] for _ in chunk]
     out = []
-    for i in range(len(chunk)):
-        stack = np.stack([np.asarray(got[k][i], bool) for k in voters])
-        out.append((np.asarray(got[method][i], bool), stack.any(0) & ~stack.all(0)))
+    for im, b, m, vs in zip(ims, bxs, masks, voters):
+        disagree = None
+        if parts:
+            stack = np.stack(vs)
+            disagree = stack.any(0) & ~stack.all(0)
+        q = float(quality_score(quality_features(im, b, m, vs))) if m.shape == np.shape(im) else 0.0
+        out.append((m, disagree, q))
     return out
 
 
@@ -326,7 +338,7 @@ def _run_boxes(seg: Any, method: str, todo: list[dict[str, Any]], out: Path,
                 errors.append((c["case_id"], f"mask shape {res[0].shape} != image shape "
                                              f"{np.shape(c['image'])}"))
                 continue
-            _save_case(out, manifest, c, res[0], res[1])
+            _save_case(out, manifest, c, res[0], res[1], res[2])
         _save_manifest(out, manifest)
         bar.update(len(chunk))
     bar.close()
@@ -389,7 +401,8 @@ def _write_coco(out: Path, groups: dict, names: dict, method: str, images_root: 
             ann_id = c.get("coco_annotation_id") if from_coco else None
             if not isinstance(ann_id, int):
                 ann_id, next_id = next_id, next_id + 1
-            attrs = {"box": _box_list(c["box"]), "case_id": c["case_id"], "method": method}
+            attrs = {"box": _box_list(c["box"]), "case_id": c["case_id"], "method": method,
+                     "quality": c.get("quality")}
             if c.get("label"):
                 attrs["label"] = c["label"]
             anns.append(coco_annotation(m, ann_id=ann_id, image_id=entry["id"], category_id=cat,
@@ -409,7 +422,9 @@ def _write_dicom_seg(out: Path, groups: dict, names: dict, method: str, errors: 
         meta = c0.get("volume_meta") or {}
         try:
             write_dicom_seg(out / "dicom-seg" / f"{names[key]}.seg.dcm", meta["files"],
-                            [m for _c, m, _d in items], labels=[c["case_id"] for c, _m, _d in items],
+                            [m for _c, m, _d in items],
+                            labels=[f"{c['case_id']} (quality {c.get('quality', 0):.2f})"
+                                    for c, _m, _d in items],
                             frame=meta.get("frame"),
                             slice_thickness=float((c0.get("spacing") or (1.0,))[0]),
                             algorithm=f"flipseg {method}", version=__version__)
@@ -451,6 +466,23 @@ def _write_nnunet(out: Path, groups: dict, names: dict, args: argparse.Namespace
         ending = ".png" if np.ndim(c0["image"]) == 2 else ".nii.gz"
     nnunet.write_dataset_json(folder, num_training=n, file_ending=ending, ignore=ignore)
     return folder
+
+
+def _write_qc(out: Path, done: list[dict[str, Any]], manifest: dict[str, Any]) -> None:
+    """``qc.csv``: every mask's quality score (its predicted Dice), worst first."""
+    import csv
+    import io
+
+    from flipseg.io_utils import atomic_write_text
+
+    rows = sorted(done, key=lambda c: (c.get("quality") is None, c.get("quality") or 0.0))
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["case_id", "quality", "file", "box"])
+    for c in rows:
+        w.writerow([c["case_id"], c.get("quality"), c.get("file") or "",
+                    " ".join(map(str, _box_list(c["box"])))])
+    atomic_write_text(out / "qc.csv", buf.getvalue())
 
 
 def _write_errors(out: Path, errors: list[tuple[str, str]]) -> None:
@@ -515,6 +547,7 @@ def run_label(args: argparse.Namespace) -> int:
     done = [c for c in cases if c["case_id"] not in failed and c["case_id"] in manifest["cases"]]
     groups: dict[tuple[str, Any], list[tuple[dict, np.ndarray, np.ndarray | None]]] = {}
     for c in done:
+        c["quality"] = manifest["cases"][c["case_id"]].get("quality")
         mask, disagree = _load_case(out, manifest, c["case_id"])
         groups.setdefault(_image_key(c), []).append((c, mask, disagree))
     names = _image_names(done)
@@ -535,6 +568,9 @@ def run_label(args: argparse.Namespace) -> int:
                 folder = _write_nnunet(out, groups, names, args, errors)
                 written.append(str(folder.relative_to(out)) + "/")
     _write_errors(out, errors)
+    if done:
+        _write_qc(out, done, manifest)
+        written.append("qc.csv")
     skipped = len(cases) - len(todo)
     print(f"{method}: {len(done)} box(es) of {len(groups)} image(s) labelled"
           + (f" ({skipped} done before)" if skipped else "")
