@@ -13,6 +13,7 @@ from scipy import ndimage, stats
 from flipseg.errors import FlipsegError
 from flipseg.metrics import (
     MetricAccumulator,
+    clip_for_summary,
     compute_asd,
     compute_background_iou,
     compute_classification_metrics,
@@ -27,6 +28,7 @@ from flipseg.metrics import (
     paired_ttest,
     segmentation_metrics,
     summarize,
+    undefined_metrics,
 )
 
 SEG_KEYS = {"dice", "jaccard", "con", "hd", "hd95", "asd", "iou", "iou_bg", "miou"}
@@ -406,3 +408,38 @@ def test_metric_accumulator():
         acc.add("a", {"dice": 1.0})
     acc.reset()
     assert len(acc) == 0 and acc.summary() == {}
+
+
+# ----------------------------------------------------------------------------- summary rule
+
+
+def test_con_of_no_overlap_is_clipped_to_minus_one_for_summaries():
+    gt = np.zeros((10, 10), bool)
+    gt[1:3, 1:3] = True  # 4 pixels
+    far = np.zeros((10, 10), bool)
+    far[6:8, 6:8] = True  # 4 pixels, no overlap
+    raw = segmentation_metrics(far, gt)["con"]
+    assert raw == 1.0 - 8 / 1  # FP + FN = 8, TP counted as 1: -7
+    assert clip_for_summary("con", raw) == -1.0
+    assert clip_for_summary("con", 1.0 / 3.0) == 1.0 / 3.0  # offset squares: kept
+    assert clip_for_summary("con", -0.5) == -0.5
+    assert clip_for_summary("hd", 1e9) == 1e9  # only CON has bounds
+    assert math.isnan(clip_for_summary("con", float("nan")))
+
+
+def test_undefined_metrics_hand_checked():
+    empty = np.zeros((4, 4), bool)
+    full = np.ones((4, 4), bool)
+    one = np.zeros((4, 4), bool)
+    one[1, 1] = True
+    other = np.zeros((4, 4), bool)
+    other[2, 3] = True
+    pred, gt = offset_squares()
+    assert undefined_metrics(pred, gt) == []
+    assert undefined_metrics(empty, empty) == ["dice", "jaccard", "iou", "con", "hd", "hd95", "asd",
+                                               "miou"]
+    assert undefined_metrics(empty, one) == ["con", "hd", "hd95", "asd"]
+    assert undefined_metrics(other, one) == ["con"]  # both masks there, no overlap
+    assert undefined_metrics(full, full) == ["iou_bg", "miou"]
+    with pytest.raises(FlipsegError, match="shapes differ"):
+        undefined_metrics(one, np.zeros((3, 3), bool))

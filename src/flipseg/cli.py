@@ -1,7 +1,7 @@
 """The ``flipseg`` command.
 
-Sub-commands: ``demo``, ``evaluate``, ``segment``, ``label``, ``classify``, ``train``,
-``methods``, ``convert-model``. Methods, training recipes and their options come from the method
+Sub-commands: ``demo``, ``evaluate``, ``segment``, ``label``, ``serve``, ``classify``,
+``train``, ``methods``, ``convert-model``. Methods, training recipes and their options come from the method
 registry (:mod:`flipseg.methods`). A user mistake is printed as one line (``flipseg:
 error: ...``) with exit code 2; a run that finished but skipped bad cases exits with 3.
 """
@@ -32,6 +32,13 @@ def _add_refine_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--refine-box", nargs="?", const="default", default=None, metavar="MODEL",
                    help="tighten each box with a box refiner before segmenting (2D, box-prompted "
                         "methods): the shipped one, or a `flipseg train box-refiner` run")
+
+
+def _add_resize_masks_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--resize-masks", action="store_true",
+                   help="resize a mask of another size than its image by nearest neighbour "
+                        "(with a warning) instead of stopping with an error (--dataset folder, "
+                        "datalist, --mask)")
 
 
 def _add_method_args(p: argparse.ArgumentParser, names: Sequence[str] | None, *,
@@ -74,6 +81,7 @@ def build_parser(method_names: Sequence[str] | None = None) -> argparse.Argument
     add_data_args(p, default="samples")
     _add_method_args(p, method_names, several=True)
     p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="two methods with paired t-tests")
+    _add_resize_masks_arg(p)
     p.add_argument("--box-shift", default=None, help="box shift level: 0-10, 10-20 or 20-30")
     p.add_argument("--repeats", type=int, default=3, help="shifted copies per box")
     _add_refine_arg(p)
@@ -92,6 +100,7 @@ def build_parser(method_names: Sequence[str] | None = None) -> argparse.Argument
     p.add_argument("--mask", default=None, help="optional ground-truth mask (adds Dice to curves)")
     _add_refine_arg(p)
     add_data_args(p)
+    _add_resize_masks_arg(p)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0)
 
@@ -113,6 +122,28 @@ def build_parser(method_names: Sequence[str] | None = None) -> argparse.Argument
     p.add_argument("--out", required=True, help="output folder (a re-run skips the boxes done)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("serve", help="a local web page: draw boxes, see their masks, correct, "
+                       "accept or reject them (review queue by quality score), export them")
+    p.add_argument("data", help="what to review, as `flipseg label --images` takes it: a folder of "
+                   "images (with or without boxes), a folder dataset or COCO export, a COCO / "
+                   "datalist .json, a DICOM folder")
+    p.add_argument("--boxes", default=None, help="the boxes: COCO .json, datalist .json or boxes.csv")
+    p.add_argument("--data-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="frame=K|all (multi-frame DICOM), category=NAME (COCO)")
+    p.add_argument("--out", default=None, help="review state, accepted masks and exports "
+                   "(default: DATA-review beside DATA); a restart goes on from it")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: "
+                   "this machine only; any other needs a token)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: a free one)")
+    p.add_argument("--token", default=None, help="the token every request must carry (default: "
+                   "none on 127.0.0.1, generated and printed on other addresses)")
+    p.add_argument("--method", default=None, help=_method_help(method_names, "box method the page "
+                   f"starts with ({_DEFAULT_HELP})"))
+    p.add_argument("--quality-model", default=None, help="fitted quality model .json (default: "
+                   "the shipped one)")
+    p.add_argument("--max-upload-mb", type=float, default=64.0, help="largest request (default 64)")
+    p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("classify", help="benign/malignant probabilities, lesion map and Grad-CAM "
                        "of a trained LA-Net, for one image or a dataset")
@@ -157,7 +188,7 @@ def _fix_negative_boxes(argv: list[str]) -> list[str]:
 
 def _wants_method_list(argv: Sequence[str]) -> bool:
     return any(a in ("-h", "--help") for a in argv) and any(
-        a in ("demo", "evaluate", "segment", "label") for a in argv)
+        a in ("demo", "evaluate", "segment", "label", "serve") for a in argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

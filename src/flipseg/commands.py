@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     """Dispatch a parsed command line."""
     commands = {"demo": run_demo, "evaluate": run_evaluate, "segment": run_segment,
                 "classify": run_classify, "train": run_train, "methods": run_methods,
-                "convert-model": run_convert_model, "label": run_label}
+                "convert-model": run_convert_model, "label": run_label, "serve": run_serve}
     return commands[args.command](args)
 
 
@@ -88,7 +88,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     if args.compare and args.method:
         raise FlipsegError("give either --method or --compare A B, not both")
+    _resize_masks_option(args)
     samples, errors, dataset = _load_cases(args)
+    _warn_resized_masks(samples)
     dims = _case_dims(samples)
     names = list(args.compare) if args.compare else (args.method or [_default_method(args, dims)])
     segmenters = _segmenters(names, args, dims)
@@ -103,11 +105,49 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print(format_table(list(res["methods"].values())))
     if "compare" in res:
         print((Path(args.out) / "compare.md").read_text())
+    _print_not_scored(res["not_scored"])
     n_err = len(res["errors"])
     if n_err:
         print(f"{n_err} case(s) skipped; see {Path(args.out) / 'errors.csv'}")
         return 3
     return 0
+
+
+#: Datasets whose reader takes the option ``resize_masks`` (``--resize-masks``).
+_RESIZING_DATASETS = ("folder", "datalist")
+
+
+def _resize_masks_option(args: argparse.Namespace) -> None:
+    """``--resize-masks`` -> the dataset option ``resize_masks=true`` (folder, datalist)."""
+    if not getattr(args, "resize_masks", False) or getattr(args, "image", None):
+        return
+    name = str(args.dataset or "").lower()
+    if name not in _RESIZING_DATASETS:
+        raise FlipsegError(f"--resize-masks: dataset {args.dataset!r} reads its masks itself; "
+                           "the option is for --dataset folder, datalist and segment --mask")
+    args.data_opt = [*(args.data_opt or []), "resize_masks=true"]
+
+
+def _warn_resized_masks(cases: list[dict[str, Any]]) -> None:
+    """One warning line (stderr) naming the masks ``--resize-masks`` resized."""
+    import sys
+
+    items = [f"{c['case_id']} ({'; '.join(c['mask_resized'])})" for c in cases
+             if c.get("mask_resized")]
+    if items:
+        shown = ", ".join(items[:5]) + (f", ... ({len(items) - 5} more)" if len(items) > 5 else "")
+        print(f"flipseg: warning: {len(items)} mask(s) of another size than their image were "
+              f"resized by nearest neighbour: {shown}", file=sys.stderr)
+
+
+def _print_not_scored(not_scored: dict[str, list[str]]) -> None:
+    """The cases ``evaluate`` could not score (no mask, no box), one line each kind."""
+    for key, what in (("without_mask", "image(s) without a mask"),
+                      ("without_box", "case(s) with a mask but no box")):
+        ids = not_scored.get(key) or []
+        if ids:
+            shown = ", ".join(ids[:10]) + (f", ... ({len(ids) - 10} more)" if len(ids) > 10 else "")
+            print(f"{len(ids)} {what} not scored (listed in summary.md): {shown}")
 
 
 def _load_cases(args: argparse.Namespace) -> tuple[list[dict], list[tuple[str, str]], str]:
@@ -250,15 +290,20 @@ def _read_image_cases(args: argparse.Namespace, boxes: list[Any], needs_box: boo
         raise FlipsegError(f"--data-opt {extra[0]}: with --image only frame=K|all applies")
     image, spacing, meta = read_any_image(args.image, **opts)
     boxes = [b.validate(image.shape) for b in boxes] or [_whole_image_box(image.shape)]
-    gt = read_any_mask([args.mask], image.shape) if args.mask else None
     stem = image_stem(args.image)
+    notes: list[str] = []
+    gt = read_any_mask([args.mask], image.shape, resize=getattr(args, "resize_masks", False),
+                       case_id=stem, notes=notes) if args.mask else None
     cases = []
     for k, box in enumerate(boxes, start=1):
         case = {"case_id": stem if len(boxes) == 1 else f"{stem}-box{k}", "image": image,
                 "box": box, "mask": gt, "spacing": spacing or (1.0,) * image.ndim}
         if meta is not None:
             case["volume_meta"] = meta
+        if notes:
+            case["mask_resized"] = notes
         cases.append(case)
+    _warn_resized_masks(cases[:1])
     return cases
 
 
@@ -325,7 +370,9 @@ def run_segment(args: argparse.Namespace) -> int:
     if args.image:
         cases = _read_image_cases(args, boxes, needs_box)
     else:
+        _resize_masks_option(args)
         cases, errors, _ = _load_cases(args)
+        _warn_resized_masks(cases)
         for err in errors:
             print(f"skipped case {err[0]}: {err[1]}")
         if not needs_box:
@@ -429,6 +476,12 @@ def run_label(args: argparse.Namespace) -> int:
     from flipseg.label import run_label as label
 
     return int(label(args))
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from flipseg.serve import run_serve as serve
+
+    return int(serve(args))
 
 
 def run_convert_model(args: argparse.Namespace) -> int:

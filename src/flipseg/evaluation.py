@@ -3,11 +3,23 @@
 :func:`evaluate_methods` runs one or more registered segmenters on the same
 cases and the same (tight or shifted) boxes, scores every prediction with
 :func:`flipseg.metrics.segmentation_metrics`, and writes per method
-``cases.csv`` (one row per case and box repeat), ``summary.json`` and
-``summary.md``; with two methods it adds paired t-tests (``compare.md``,
-``compare.json``). Metrics of shifted-box repeats are averaged per case before
-the dataset summary. Cases that fail are reported, listed in ``errors.csv``
-and skipped; the run finishes.
+
+- ``cases.csv``: one row per case and box repeat (its columns are explained in
+  ``summary.md``: metrics as fractions and distances, ``undefined``, ``seconds``,
+  ``batch_size``);
+- ``summary.json`` and ``summary.md``: the dataset means, what each metric means and its
+  unit, for how many cases each metric was undefined, and the cases that were not scored;
+- ``worst.png``: a contact sheet of the lowest-Dice cases (up to ``worst``).
+
+With two methods it adds paired t-tests (``compare.md``, ``compare.json``).
+Metrics of shifted-box repeats are averaged per case before the dataset summary;
+CON is clipped per case to [-1, 1] first (:func:`flipseg.metrics.clip_for_summary`).
+Cases that fail are reported, listed in ``errors.csv`` and skipped; the run finishes.
+
+Timing: a method that segments one case at a time (it keeps
+:meth:`Segmenter.segment_many`'s loop) is timed case by case (``batch_size`` 1); a
+method that batches is given up to ``batch_size`` cases at once and each case gets the
+batch's seconds divided by its size (``batch_size`` N).
 """
 
 from __future__ import annotations
@@ -25,15 +37,52 @@ from tqdm.auto import tqdm
 from flipseg.boxes import Box, parse_shift_level, shifted_boxes
 from flipseg.errors import FlipsegError
 from flipseg.io_utils import atomic_write_text
-from flipseg.metrics import paired_ttest, segmentation_metrics, summarize
+from flipseg.metrics import (
+    SUMMARY_BOUNDS,
+    clip_for_summary,
+    paired_ttest,
+    segmentation_metrics,
+    summarize,
+    undefined_metrics,
+)
 from flipseg.segmenters import Segmenter
 
-__all__ = ["case_boxes", "evaluate_methods", "REPORTED_METRICS", "format_table"]
+__all__ = ["case_boxes", "evaluate_methods", "REPORTED_METRICS", "format_table",
+           "METRIC_HELP", "distance_unit"]
 
 #: Metrics written to summaries, in table order.
 REPORTED_METRICS = ("dice", "jaccard", "con", "hd", "hd95", "asd", "iou_bg", "miou")
 #: Metrics where larger is better (for reporting the direction of a comparison).
 HIGHER_IS_BETTER = {"dice", "jaccard", "con", "iou", "iou_bg", "miou", "s_measure"}
+#: Distances: written in pixels (voxels), or in mm when the cases have a pixel spacing.
+DISTANCES = ("hd", "hd95", "asd")
+#: Metrics written in % in the tables (the others are distances).
+PERCENT = HIGHER_IS_BETTER
+
+#: column -> (what it measures, when it is undefined, the value a case then gets).
+#: TP, FP, FN: pixels (voxels) in both masks, only in the prediction, only in the truth.
+METRIC_HELP: dict[str, tuple[str, str, str]] = {
+    "dice": ("Dice similarity coefficient, 2 TP / (2 TP + FP + FN)",
+             "both masks empty", "100 %"),
+    "jaccard": ("Jaccard index (lesion IoU), TP / (TP + FP + FN)", "both masks empty", "100 %"),
+    "iou": ("lesion IoU (the same number as jaccard)", "both masks empty", "100 %"),
+    "con": ("conformity (Chang et al. 2009), 1 - (FP + FN) / TP = (3 Dice - 2) / Dice: 0 at "
+            "Dice 66.7 %, -100 % at Dice 50 %; clipped per case to [-100 %, 100 %] before "
+            "averaging", "no overlap (TP = 0)", "-100 % (100 % when both masks are empty)"),
+    "hd": ("Hausdorff distance: the largest distance between the two mask outlines",
+           "a mask is empty", "the image diagonal (0 when both are empty)"),
+    "hd95": ("95th-percentile Hausdorff distance", "a mask is empty",
+             "the image diagonal (0 when both are empty)"),
+    "asd": ("average symmetric surface distance between the outlines", "a mask is empty",
+            "the image diagonal (0 when both are empty)"),
+    "iou_bg": ("IoU of the backgrounds (everything outside the masks)",
+               "both masks cover the whole image", "100 %"),
+    "miou": ("mean of lesion IoU and background IoU", "a part is undefined",
+             "the mean of the parts' values"),
+    "s_measure": ("structure measure (Fan et al. 2017)", "never", ""),
+}
+
+_NOT_METRICS = ("case_id", "repeat", "box", "undefined", "seconds", "batch_size")
 
 
 def _stable_seed(text: str) -> int:
@@ -56,6 +105,85 @@ def case_boxes(sample: dict[str, Any], box_shift: str | tuple[int, int] | None, 
                          seed=_stable_seed(f"{seed}:{sample['case_id']}"))
 
 
+def distance_unit(samples: Sequence[dict[str, Any]]) -> str:
+    """The unit of HD, HD95 and ASD over ``samples``: ``"mm"`` when a case has a pixel
+    spacing other than 1 (readers give DICOM, NIfTI and NRRD spacings in mm), else
+    ``"px"`` (2D) or ``"voxels"`` (3D): no spacing known, distances count pixels."""
+    for s in samples:
+        sp = s.get("spacing")
+        if sp is not None and any(float(v) != 1.0 for v in sp):
+            return "mm"
+    return "voxels" if samples and np.ndim(samples[0]["image"]) == 3 else "px"
+
+
+def _batches(seg: Any) -> bool:
+    """Whether ``seg`` segments several cases at once (overrides ``segment_many``)."""
+    own = getattr(type(seg), "segment_many", None)
+    return own is not None and own is not Segmenter.segment_many
+
+
+def _segment_chunk(seg: Any, name: str, images: list[np.ndarray], boxes: list[Box],
+                   case_ids: list[str], seed: int, failed: list[list[str]]
+                   ) -> tuple[list[np.ndarray | None], list[float], list[int], bool]:
+    """Masks of one chunk, with each case's seconds, the size of the batch it ran in, and
+    whether a failed batch was re-run one by one.
+
+    A batching method gets the whole chunk at once (each case: the batch's seconds / its
+    size); if that raises anything but a FlipsegError, or the method does not batch, the
+    cases are segmented and timed one by one. A case that raises is appended to
+    ``failed`` as ``[case_id, message]`` and gets None (a FlipsegError of a method that
+    segments one case at a time stops the run, as a batch's does).
+    """
+    n = len(images)
+    batch_failed = False
+    if _batches(seg):
+        t0 = time.perf_counter()
+        try:
+            preds = list(seg.segment_many(images, boxes, seed=seed))
+        except FlipsegError:
+            raise
+        except Exception:  # retry one by one so a single bad case cannot sink the batch
+            batch_failed = True
+        else:
+            dt = (time.perf_counter() - t0) / max(1, n)
+            return preds, [dt] * n, [n] * n, False
+    out: list[np.ndarray | None] = []
+    seconds: list[float] = []
+    for im, b, cid in zip(images, boxes, case_ids):
+        t0 = time.perf_counter()
+        try:
+            out.append(seg.segment(im, b, seed=seed))
+        except Exception as exc:  # noqa: BLE001 - reported per case, run goes on
+            if isinstance(exc, FlipsegError) and not batch_failed:
+                raise
+            out.append(None)
+            failed.append([cid, f"{name}: {type(exc).__name__}: {exc}".splitlines()[0]])
+        seconds.append(time.perf_counter() - t0)
+    return out, seconds, [1] * n, batch_failed
+
+
+class _Worst:
+    """The ``limit`` cases of lowest Dice seen so far, each with its lowest-Dice repeat."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(0, int(limit))
+        self.kept: dict[int, tuple[float, int, Box, np.ndarray]] = {}
+
+    def add(self, case: int, repeat: int, box: Box, pred: np.ndarray, dice: float) -> None:
+        if self.limit == 0:
+            return
+        old = self.kept.get(case)
+        if old is None or dice < old[0]:
+            self.kept[case] = (float(dice), repeat, box, np.asarray(pred, bool))
+        if len(self.kept) > 2 * self.limit:
+            self.kept = dict(self.ranked())
+
+    def ranked(self) -> list[tuple[int, tuple[float, int, Box, np.ndarray]]]:
+        """(case index, (dice, repeat, box, mask)), lowest Dice first, at most ``limit``."""
+        order = sorted(self.kept.items(), key=lambda kv: (kv[1][0], kv[0]))
+        return order[: self.limit]
+
+
 def evaluate_methods(
     samples: Sequence[dict],
     segmenters: dict[str, Segmenter],
@@ -68,69 +196,92 @@ def evaluate_methods(
     batch_size: int = 32,
     progress: bool = True,
     errors: Sequence[tuple[str, str]] = (),
+    worst: int = 16,
 ) -> dict[str, Any]:
     """Run and score every method on every case with a mask and a box.
 
     Parameters
     ----------
-    samples : sample dicts (cases without mask or box are skipped and counted)
+    samples : sample dicts (cases without mask or box are skipped, counted and listed)
     segmenters : method name -> segmenter
     box_shift : None/"0" for tight boxes, or a level like ``"0-10"``
     repeats : shifted copies per box (the papers use 3)
+    batch_size : cases given at once to a method that batches
     errors : (case_id, message) pairs of cases that already failed to load
+    worst : tiles of ``worst.png`` (the lowest-Dice cases); 0 writes none
 
     Returns
     -------
-    dict with per-method summaries, the comparison (if two methods) and errors.
+    dict with per-method summaries (``methods``), the comparison (``compare``, with two
+    methods), the errors and ``not_scored`` (``without_mask``, ``without_box``: case ids).
+
+    Raises
+    ------
+    FlipsegError
+        No case has both a mask and a box.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     shift = parse_shift_level(box_shift)
     reps = repeats if shift != (0, 0) else 1
     cases = [s for s in samples if s.get("mask") is not None and s.get("box") is not None]
+    not_scored = {
+        "without_mask": [str(s["case_id"]) for s in samples if s.get("mask") is None],
+        "without_box": [str(s["case_id"]) for s in samples
+                        if s.get("mask") is not None and s.get("box") is None],
+    }
     if not cases:
-        raise FlipsegError(f"dataset {dataset!r} has no case with both a mask and a box")
+        raise FlipsegError(
+            f"dataset {dataset!r} has no case with both a mask and a box "
+            f"({len(not_scored['without_mask'])} without a mask, "
+            f"{len(not_scored['without_box'])} without a box)")
+    context = {
+        "box_shift": box_shift or "0", "repeats": reps, "unit": distance_unit(cases),
+        "not_scored": not_scored, "load_errors": len(errors),
+        "masks_resized": {str(s["case_id"]): list(s["mask_resized"]) for s in cases
+                          if s.get("mask_resized")},
+    }
     jobs = [(i, r, b) for i, s in enumerate(cases)  # (case index, repeat, box)
             for r, b in enumerate(case_boxes(s, shift, repeats=reps, seed=seed))]
     err_rows = [list(e) for e in errors]
-    results: dict[str, Any] = {"dataset": dataset, "methods": {}, "errors": err_rows}
+    results: dict[str, Any] = {"dataset": dataset, "methods": {}, "errors": err_rows,
+                               "not_scored": not_scored}
     per_case: dict[str, dict[str, dict[str, float]]] = {}
     for name, seg in segmenters.items():
         rows: list[dict[str, Any]] = []
+        failed: list[list[str]] = []
+        worst_cases = _Worst(worst)
+        timing = "batch" if _batches(seg) else "alone"
         bar = tqdm(total=len(jobs), desc=name, unit="case", disable=not progress)
         for start in range(0, len(jobs), batch_size):
             chunk = jobs[start : start + batch_size]
-            images = [cases[i]["image"] for i, _, _ in chunk]
-            boxes = [b for _, _, b in chunk]
-            t0 = time.perf_counter()
-            try:
-                preds = seg.segment_many(images, boxes, seed=seed)
-            except FlipsegError:
-                raise
-            except Exception:  # retry one by one so a single bad case cannot sink the batch
-                preds = []
-                for (i, _, b), im in zip(chunk, images):
-                    try:
-                        preds.append(seg.segment(im, b, seed=seed))
-                    except Exception as exc:  # noqa: BLE001 - reported per case, run goes on
-                        preds.append(None)
-                        msg = f"{name}: {type(exc).__name__}: {exc}".splitlines()[0]
-                        err_rows.append([cases[i]["case_id"], msg])
-                        tqdm.write(f"skipped case {cases[i]['case_id']}: {msg}")
-            dt = (time.perf_counter() - t0) / max(1, len(chunk))
-            for (i, r, b), pred in zip(chunk, preds):
+            preds, seconds, sizes, retried = _segment_chunk(
+                seg, name, [cases[i]["image"] for i, _, _ in chunk], [b for _, _, b in chunk],
+                [cases[i]["case_id"] for i, _, _ in chunk], seed, failed)
+            if retried:
+                timing = "batch, some alone"
+            for (i, r, b), pred, sec, size in zip(chunk, preds, seconds, sizes):
                 if pred is None:
                     continue
                 s = cases[i]
                 m = segmentation_metrics(pred, s["mask"], spacing=s.get("spacing"))
-                row = {"case_id": s["case_id"], "repeat": r, "box": str(b)}
+                row: dict[str, Any] = {"case_id": s["case_id"], "repeat": r, "box": str(b)}
                 row.update({k: float(v) for k, v in m.items()})
-                row["seconds"] = dt
+                row["undefined"] = " ".join(undefined_metrics(pred, s["mask"]))
+                row["seconds"] = sec
+                row["batch_size"] = size
                 rows.append(row)
+                worst_cases.add(i, r, b, pred, m["dice"])
             bar.update(len(chunk))
         bar.close()
+        for cid, msg in failed:
+            tqdm.write(f"skipped case {cid}: {msg}")
+        err_rows.extend(failed)
         mdir = out / name if len(segmenters) > 1 else out
-        summary = _write_method(mdir, name, dataset, rows, box_shift)
+        summary = _write_method(mdir, name, dataset, rows,
+                                {**context, "failed": len(failed), "timing": timing})
+        if worst_cases.limit and worst_cases.kept:
+            _write_worst(mdir / "worst.png", cases, worst_cases, reps)
         results["methods"][name] = summary
         per_case[name] = _case_means(rows)
     if err_rows:
@@ -145,20 +296,54 @@ def evaluate_methods(
     return results
 
 
+def _write_worst(path: Path, cases: Sequence[dict], worst: _Worst, reps: int) -> None:
+    """``worst.png``: a :func:`flipseg.viz.case_sheet` of the lowest-Dice cases."""
+    from flipseg.viz import case_sheet, save_png
+
+    tiles = []
+    for i, (dice, r, box, pred) in worst.ranked():
+        s = cases[i]
+        title = f"{s['case_id']}\nDice {dice * 100:.1f} %"
+        if reps > 1:
+            title += f" (box {r + 1} of {reps})"
+        tiles.append((s["image"], box, pred, s["mask"], title))
+    save_png(path, case_sheet(tiles))
+
+
+def _metric_keys(rows: list[dict[str, Any]]) -> list[str]:
+    return [k for k in rows[0] if k not in _NOT_METRICS] if rows else []
+
+
 def _case_means(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per case: each metric's mean over the case's repeats, CON clipped per row first
+    (:func:`clip_for_summary`), and the mean seconds."""
     by_case: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         by_case.setdefault(r["case_id"], []).append(r)
+    keys = _metric_keys(rows)
     out = {}
     for cid, rs in by_case.items():
-        keys = [k for k in rs[0] if k not in ("case_id", "repeat", "box")]
-        out[cid] = {k: float(np.mean([r[k] for r in rs])) for k in keys}
+        out[cid] = {k: float(np.mean([clip_for_summary(k, r[k]) for r in rs])) for k in keys}
+        out[cid]["seconds"] = float(np.mean([r["seconds"] for r in rs]))
     return out
 
 
-def _write_method(
-    out: Path, name: str, dataset: str, rows: list[dict[str, Any]], box_shift: str | None
-) -> dict[str, Any]:
+def _counts(rows: list[dict[str, Any]], keys: list[str]) -> tuple[dict[str, int], dict[str, int]]:
+    """Cases (not rows) for which each metric was undefined, and was clipped."""
+    undefined: dict[str, set[str]] = {k: set() for k in keys}
+    clipped: dict[str, set[str]] = {k: set() for k in keys if k in SUMMARY_BOUNDS}
+    for r in rows:
+        for k in str(r.get("undefined") or "").split():
+            if k in undefined:
+                undefined[k].add(r["case_id"])
+        for k in clipped:
+            if clip_for_summary(k, r[k]) != r[k]:
+                clipped[k].add(r["case_id"])
+    return {k: len(v) for k, v in undefined.items()}, {k: len(v) for k, v in clipped.items()}
+
+
+def _write_method(out: Path, name: str, dataset: str, rows: list[dict[str, Any]],
+                  context: dict[str, Any]) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     if rows:
         buf = io.StringIO()
@@ -167,29 +352,115 @@ def _write_method(
         w.writerows(rows)
         atomic_write_text(out / "cases.csv", buf.getvalue())
     means = _case_means(rows)
-    metrics = {}
-    all_keys = list(next(iter(means.values())).keys()) if means else []
-    for k in all_keys:
-        if k == "seconds":
-            continue
+    keys = _metric_keys(rows)
+    metrics, left_out = {}, {}
+    for k in keys:
         s = summarize([m[k] for m in means.values()])
         metrics[k] = {"mean": s["mean"], "std": s["std"]}
+        if s["n"] < len(means):
+            left_out[k] = len(means) - s["n"]
+    undefined, clipped = _counts(rows, keys)
     seconds = float(np.mean([r["seconds"] for r in rows])) if rows else float("nan")
     summary = {
         "method": name,
         "dataset": dataset,
-        "box_shift": box_shift or "0",
+        "box_shift": context["box_shift"],
         "n": len(means),
         "metrics": metrics,
         "seconds_per_case": seconds,
+        "distance_unit": context["unit"],
+        "undefined": undefined,
+        "clipped": clipped,
+        "left_out": left_out,
+        "timing": context["timing"],
+        "not_scored": context["not_scored"],
+        "failed": context["failed"] + context["load_errors"],
+        "masks_resized": context["masks_resized"],
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
-    atomic_write_text(out / "summary.md", format_table([summary]))
+    atomic_write_text(out / "summary.md", _summary_markdown(summary, context["repeats"]))
     return summary
 
 
+def _listed(ids: Sequence[str], limit: int = 50) -> str:
+    shown = ", ".join(ids[:limit])
+    return shown + (f", ... ({len(ids) - limit} more)" if len(ids) > limit else "")
+
+
+def _summary_markdown(summary: dict[str, Any], repeats: int) -> str:
+    """``summary.md``: the table, then what every column means, the undefined values, the
+    cases not scored and the columns of ``cases.csv``."""
+    unit = summary["distance_unit"]
+    n = summary["n"]
+    shown = [m for m in REPORTED_METRICS if m in summary["metrics"]]
+    lines = [f"# {summary['method']} on {summary['dataset']}", "", format_table([summary]).rstrip(),
+             "", f"Mean ± sample standard deviation over the n = {n} cases"
+             + (f"; each case's {repeats} shifted boxes (box shift {summary['box_shift']}) are "
+                "averaged first." if repeats > 1 else "."), "",
+             "## What the columns mean", "", "| column | what it measures | unit |", "|---|---|---|"]
+    for m in shown:
+        what = METRIC_HELP[m][0]
+        lines.append(f"| {m} | {what} | {unit if m in DISTANCES else '%'} |")
+    lines += ["| s/case | seconds per case: the mean of `seconds` in cases.csv (see below) | s |",
+              "", "TP, FP, FN: pixels (voxels) in both masks, only in the prediction, only in "
+              "the truth. Distances are in "
+              + ("mm (the cases' pixel spacing)." if unit == "mm" else
+                 f"{unit} (no pixel spacing known)."), "",
+              "## Undefined values", "",
+              "A metric is undefined for a case when its formula has no value there. The case "
+              "still counts, with the value below (one rule per metric, so no case can make "
+              "the mean explode); cases.csv's `undefined` column names them per row.", "",
+              "| metric | undefined for (cases of n) | when | value used |", "|---|---|---|---|"]
+    for m in shown:
+        _, when, value = METRIC_HELP[m]
+        lines.append(f"| {m} | {summary['undefined'].get(m, 0)} of {n} | {when} | {value} |")
+    for m, k in summary["clipped"].items():
+        if m in shown:
+            lo, hi = SUMMARY_BOUNDS[m]
+            lines += ["", f"{m} was clipped to [{lo * 100:.0f} %, {hi * 100:.0f} %] for {k} of "
+                      f"{n} cases before averaging (cases.csv keeps the unclipped values)."]
+    for m, k in summary["left_out"].items():
+        lines += ["", f"{m}: {k} of {n} cases had no value (NaN) and are left out of its mean."]
+    ns = summary["not_scored"]
+    lines += ["", "## Cases not scored", ""]
+    if ns["without_mask"]:
+        lines.append(f"- {len(ns['without_mask'])} image(s) without a mask: "
+                     + _listed(ns["without_mask"]))
+    if ns["without_box"]:
+        lines.append(f"- {len(ns['without_box'])} case(s) with a mask but no box (an empty mask "
+                     "and no boxes.csv row): " + _listed(ns["without_box"]))
+    if summary["failed"]:
+        lines.append(f"- {summary['failed']} case(s) could not be read or segmented: see "
+                     "errors.csv")
+    if not (ns["without_mask"] or ns["without_box"] or summary["failed"]):
+        lines.append("None: every case was scored.")
+    if summary["masks_resized"]:
+        items = [f"{cid} ({'; '.join(notes)})" for cid, notes in summary["masks_resized"].items()]
+        lines += ["", f"{len(items)} mask(s) of another size than their image were resized by "
+                  "nearest neighbour (--resize-masks): " + _listed(items)]
+    lines += ["", "## cases.csv", "",
+              "One row per case and box. Metric columns are fractions (Dice 0.85, not 85 %) "
+              f"and distances in {unit}; CON is not clipped there.", "",
+              "- `undefined`: the metrics undefined for this row (see above).",
+              "- `seconds`: wall-clock seconds to segment this case. With `batch_size` 1 the "
+              "case was segmented and timed alone; with `batch_size` N > 1 the method "
+              "segmented N cases at once and `seconds` is that batch's time divided by N. "
+              f"This run: {_timing_words(summary['timing'])}.",
+              "- `batch_size`: how many cases were segmented together with this one."]
+    return "\n".join(lines) + "\n"
+
+
+def _timing_words(timing: str) -> str:
+    return {"alone": "the method segments one case at a time; every case was timed alone",
+            "batch": "cases were segmented in batches (seconds = batch time / batch size)",
+            "batch, some alone": "cases were segmented in batches (seconds = batch time / batch "
+                                 "size); the cases of a batch that failed were re-run and timed "
+                                 "alone (batch_size 1)"}[timing]
+
+
 def format_table(summaries: Sequence[dict[str, Any]], metrics: Sequence[str] = REPORTED_METRICS) -> str:
-    """Markdown table of mean±std (Dice/Jaccard/CON/IoU in %, distances in pixels)."""
+    """Markdown table of mean±std (Dice/Jaccard/CON/IoU in %, distances in pixels or mm:
+    each summary's ``distance_unit``; ``summary.md`` explains every column)."""
     present = [m for m in metrics if any(m in s["metrics"] for s in summaries)]
     head = "| method | dataset | n | " + " | ".join(present) + " | s/case |"
     sep = "|" + "---|" * (len(present) + 4)
@@ -201,7 +472,7 @@ def format_table(summaries: Sequence[dict[str, Any]], metrics: Sequence[str] = R
             if v is None:
                 cells.append("")
                 continue
-            f = 100.0 if m in HIGHER_IS_BETTER else 1.0
+            f = 100.0 if m in PERCENT else 1.0
             cells.append(f"{v['mean'] * f:.2f}±{v['std'] * f:.2f}")
         lines.append(
             f"| {s['method']} | {s['dataset']} | {s['n']} | " + " | ".join(cells)
@@ -215,7 +486,8 @@ def _compare(
 ) -> dict[str, Any]:
     common = sorted(set(ca) & set(cb))
     res: dict[str, Any] = {"a": a, "b": b, "n": len(common), "tests": {}}
-    lines = [f"Paired t-tests, {a} vs {b}, n = {len(common)} cases", "",
+    lines = [f"Paired t-tests, {a} vs {b}, n = {len(common)} cases (CON clipped per case to "
+             "[-100 %, 100 %], as in summary.md)", "",
              f"| metric | {a} | {b} | mean diff (a-b) | t | p |", "|---|---|---|---|---|---|"]
     for m in REPORTED_METRICS:
         if not common or m not in ca[common[0]]:

@@ -37,6 +37,20 @@ Empty masks
 - Background IoU is 1 when both masks cover the whole image.
 
 Summaries use the sample standard deviation (``ddof=1``), as the papers do.
+
+Dataset summaries (one rule, :func:`clip_for_summary` and :func:`undefined_metrics`)
+------------------------------------------------------------------------------------
+- A metric is *undefined* for a case when its formula has no value there: the overlap
+  ratios (Dice, Jaccard, IoU) when both masks are empty (0 / 0), CON when the masks do
+  not overlap (TP = 0: it tends to minus infinity), HD, HD95 and ASD when a mask is empty
+  (no surface to measure to), background IoU when both masks cover the whole image and
+  mIoU when either of its parts is undefined. The per-case value is then the one listed
+  under "Empty masks" above (CON: see the next point); a summary counts these cases.
+- CON is clipped to [-1, 1] per case before it is averaged (:data:`SUMMARY_BOUNDS`):
+  a CON below -1 (Dice below 0.5, or no overlap at all) counts as -1, so one failed case
+  moves the mean by at most 2 / n. Per-case tables keep the unclipped value.
+- A NaN is never averaged silently: :func:`summarize` leaves it out and its ``n`` counts
+  only the values it averaged.
 """
 
 from __future__ import annotations
@@ -63,6 +77,9 @@ __all__ = [
     "segmentation_metrics",
     "compute_classification_metrics",
     "summarize",
+    "SUMMARY_BOUNDS",
+    "clip_for_summary",
+    "undefined_metrics",
     "paired_ttest",
     "MetricAccumulator",
 ]
@@ -564,6 +581,58 @@ def summarize(values: Iterable[float]) -> dict[str, float]:
     mean = float(v.mean()) if n else float("nan")
     std = float(v.std(ddof=1)) if n > 1 else float("nan")
     return {"mean": mean, "std": std, "n": n}
+
+
+#: Per-case bounds a metric is clipped to before a dataset summary averages it (metrics
+#: not listed are averaged as they are). CON is unbounded below: a single case without
+#: overlap would otherwise dominate the mean.
+SUMMARY_BOUNDS: dict[str, tuple[float, float]] = {"con": (-1.0, 1.0)}
+
+
+def clip_for_summary(name: str, value: float) -> float:
+    """One case's value of metric ``name`` as a dataset summary averages it: clipped to
+    ``SUMMARY_BOUNDS[name]`` when the metric has bounds, else unchanged (NaN stays NaN).
+
+    >>> clip_for_summary("con", -2358.0), clip_for_summary("con", 0.25), clip_for_summary("hd", 99.0)
+    (-1.0, 0.25, 99.0)
+    """
+    v = float(value)
+    if name not in SUMMARY_BOUNDS or math.isnan(v):
+        return v
+    lo, hi = SUMMARY_BOUNDS[name]
+    return min(max(v, lo), hi)
+
+
+def undefined_metrics(pred: Any, gt: Any) -> list[str]:
+    """The metrics of :func:`segmentation_metrics` whose formula is undefined for this pair
+    and which therefore carry a convention value (see "Empty masks" in the module docstring).
+
+    Parameters
+    ----------
+    pred, gt : array_like of bool, shape (H, W) or (D, H, W)
+
+    Returns
+    -------
+    list of str
+        In the order ``dice, jaccard, iou, con, hd, hd95, asd, iou_bg, miou``, those that
+        are undefined: ``dice, jaccard, iou, miou`` when both masks are empty; ``con`` when
+        TP = 0; ``hd, hd95, asd`` when either mask is empty; ``iou_bg, miou`` when both
+        masks cover the whole image.
+
+    Raises
+    ------
+    FlipsegError
+        As in :func:`compute_dice`.
+    """
+    p, g = _check_pair(pred, gt)
+    tp, fp, fn = _confusion(p, g)
+    both_empty = tp + fp + fn == 0
+    one_empty = not p.any() or not g.any()
+    both_full = p.all() and g.all()
+    out = {"dice": both_empty, "jaccard": both_empty, "iou": both_empty, "con": tp == 0,
+           "hd": one_empty, "hd95": one_empty, "asd": one_empty, "iou_bg": both_full,
+           "miou": both_empty or both_full}
+    return [k for k, undefined in out.items() if undefined]
 
 
 def paired_ttest(a: Iterable[float], b: Iterable[float]) -> dict[str, float]:

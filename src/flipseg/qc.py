@@ -29,7 +29,8 @@ from scipy import ndimage
 from flipseg.boxes import Box
 from flipseg.errors import FlipsegError
 
-__all__ = ["CLIP", "FEATURES", "SIGNS", "fit_quality_model", "load_quality_model", "quality_features", "quality_score"]
+__all__ = ["CLIP", "FEATURES", "SIGNS", "fit_quality_model", "load_quality_model", "quality_features",
+           "quality_score"]
 
 FEATURES = ("agreement", "unanimity", "fill", "edge_reach", "contrast", "edge")
 #: Standardised features are clipped to +-CLIP before the linear model.

@@ -128,9 +128,10 @@ def test_box_refiner_from_the_cli(tmp_path, capsys):
     assert row["given_box"] == "10,10,40,40" and "box" in row
     from flipseg.viz import overlay
 
-    # the overlay draws the given box (cyan) beside the refined one (yellow)
+    # the overlay draws the given box (cyan) beside the refined one (yellow); a 64 px image
+    # is drawn 4 times larger (shorter side >= 256 px), so pixel row y is rows 4y..4y+3
     pic = overlay(np.zeros((64, 64)), None, box=Box(12, 12, 40, 40), given_box=Box(10, 10, 44, 44))
-    assert (pic[10, 20] == (0, 200, 230)).all() and (pic[12, 20] == (250, 220, 0)).all()
+    assert (pic[4 * 10, 4 * 20] == (0, 200, 230)).all() and (pic[4 * 12, 4 * 20] == (250, 220, 0)).all()
     import cv2
 
     saved = cv2.cvtColor(cv2.imread(str(seg_out / "img_overlay.png")), cv2.COLOR_BGR2RGB)

@@ -296,7 +296,7 @@ def _datalist_box(values: Sequence[Any], mode: str | None, where: str) -> Box:
 def load_datalist(root: str | Path, *, datalist: str | Path | None = None,
                   section: str = "training", box_key: str = "box",
                   box_mode: str | None = None, frame: int | str | None = None,
-                  errors: list | None = None) -> list[dict[str, Any]]:
+                  errors: list | None = None, resize_masks: bool = False) -> list[dict[str, Any]]:
     """Read a MONAI/Decathlon datalist JSON with boxes (see module docstring).
 
     Parameters
@@ -306,6 +306,9 @@ def load_datalist(root: str | Path, *, datalist: str | Path | None = None,
     section : ``training``, ``validation``, ``test`` or ``all`` (every list in the file).
     box_key : the entry key holding the box(es).
     box_mode : how boxes are written (``xyxy``/``xyzxyz`` by default).
+    resize_masks : a ``label`` mask of another size than its image is resized by nearest
+        neighbour (the sample lists it in ``mask_resized``) instead of being an error
+        (:func:`flipseg.data.folder.read_any_mask`).
 
     Raises
     ------
@@ -350,7 +353,8 @@ def load_datalist(root: str | Path, *, datalist: str | Path | None = None,
             stem = f"{stem}-{stems_seen[stem]}"
 
         def load(entry=entry, where=where, stem=stem):
-            return _datalist_samples(entry, base, stem, box_key, box_mode, frame, where)
+            return _datalist_samples(entry, base, stem, box_key, box_mode, frame, where,
+                                     resize_masks)
 
         got = try_case(stem, load, errors)
         if got:
@@ -359,7 +363,8 @@ def load_datalist(root: str | Path, *, datalist: str | Path | None = None,
 
 
 def _datalist_samples(entry: dict[str, Any], base: Path, stem: str, box_key: str,
-                      box_mode: str | None, frame: int | str | None, where: str) -> list[dict]:
+                      box_mode: str | None, frame: int | str | None, where: str,
+                      resize_masks: bool = False) -> list[dict]:
     raw = entry.get(box_key)
     if raw is None or raw == []:
         return []
@@ -368,10 +373,14 @@ def _datalist_samples(entry: dict[str, Any], base: Path, stem: str, box_key: str
     path = base / entry["image"]
     image, spacing, meta = read_any_image(path, frame=frame)
     label = entry.get("label")
-    mask = read_any_mask([base / label], image.shape) if isinstance(label, str) else None
+    notes: list[str] = []
+    mask = read_any_mask([base / label], image.shape, resize=resize_masks, case_id=stem,
+                         notes=notes) if isinstance(label, str) else None
     extra: dict[str, Any] = {"file": str(path)}
     if meta is not None:
         extra["volume_meta"] = meta
+    if notes:
+        extra["mask_resized"] = notes
     out = []
     for k, box in enumerate(boxes, start=1):
         part = _lesion_part(mask, box.validate(image.shape)) if mask is not None and len(boxes) > 1 \

@@ -34,6 +34,11 @@ from 0, or ``all``); their samples carry ``spacing`` and an extra
 ``volume_meta`` for writing masks back with the same geometry (DICOM: also the
 source files). Every image's intensities are brought to 0-255 by
 :func:`flipseg.data.io.normalize_intensities`.
+
+A mask must have its image's size: another size is an error naming the case and both
+sizes (:class:`~flipseg.errors.MaskShapeError`, which stops the reading, since it is fixed
+by an option, not by skipping the case), unless option ``resize_masks`` (``--resize-masks``)
+is set; then it is resized by nearest neighbour and the sample lists it in ``mask_resized``.
 """
 
 from __future__ import annotations
@@ -52,10 +57,10 @@ from flipseg.data.dicom import dicom_stem, is_dicom_file, is_dicom_series, read_
 from flipseg.data.io import IMAGE_EXTENSIONS, normalize_intensities, read_image, read_mask
 from flipseg.data.sample import make_sample, try_case
 from flipseg.data.volumes import is_volume_path, read_volume, volume_stem
-from flipseg.errors import FlipsegError
+from flipseg.errors import FlipsegError, MaskShapeError
 
 __all__ = ["image_stem", "load_folder", "load_images", "load_manifest", "read_any_image",
-           "read_any_mask"]
+           "read_any_mask", "resize_mask_nearest"]
 
 _MASK_SUFFIX = re.compile(r"^(?P<stem>.+)_mask(?:_\d+)?$")
 
@@ -111,20 +116,64 @@ def read_any_image(path: str | Path, *, frame: int | str | None = None
     return read_image(path), None, None
 
 
-def read_any_mask(paths: Sequence[str | Path], shape: Sequence[int]) -> np.ndarray:
-    """OR of 2D mask images (resized to ``shape`` if needed) or volumes (shape must match)."""
-    mask = np.zeros(tuple(shape), dtype=bool)
+def _shape_text(shape: Sequence[int]) -> str:
+    return "x".join(str(int(n)) for n in shape)
+
+
+def resize_mask_nearest(mask: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """A 2D or 3D bool mask resized to ``shape`` by nearest neighbour (pixel centres: output
+    index ``i`` takes input index ``floor((i + 0.5) * n_in / n_out)``)."""
+    m = np.asarray(mask, bool)
+    shape = tuple(int(n) for n in shape)
+    if len(shape) != m.ndim:
+        raise FlipsegError(f"cannot resize a {m.ndim}D mask to shape {shape}")
+    idx = [np.minimum(((np.arange(n_out) + 0.5) * n_in / n_out).astype(int), n_in - 1)
+           for n_in, n_out in zip(m.shape, shape)]
+    return m[np.ix_(*idx)]
+
+
+def read_any_mask(paths: Sequence[str | Path], shape: Sequence[int], *, resize: bool = False,
+                  case_id: str | None = None, notes: list[str] | None = None) -> np.ndarray:
+    """OR of 2D mask images or mask volumes, each of the image's ``shape``.
+
+    Parameters
+    ----------
+    paths : mask files (2D images for a 2D image; NIfTI/NRRD volumes for a volume)
+    shape : the image's shape
+    resize : a mask of another shape is resized to ``shape`` by nearest neighbour
+        (:func:`resize_mask_nearest`) instead of being an error
+    case_id : named in error messages
+    notes : if a list, ``"<file> HxW -> HxW"`` is appended for each resized mask
+
+    Raises
+    ------
+    MaskShapeError
+        A mask of another shape than the image, without ``resize`` (the message names the
+        case, the file and both shapes).
+    FlipsegError
+        A 2D mask image for a volume, an unreadable file.
+    """
+    shape = tuple(int(n) for n in shape)
+    mask = np.zeros(shape, dtype=bool)
+    who = f"case {case_id!r}: " if case_id is not None else ""
     for p in paths:
         p = Path(p)
         if is_volume_path(p):
-            vol = read_volume(p)[0] != 0
-            if vol.shape != mask.shape:
-                raise FlipsegError(f"mask {p} has shape {vol.shape}, the image has {mask.shape}")
-            mask |= vol
+            part = read_volume(p)[0] != 0
         else:
             if len(shape) != 2:
-                raise FlipsegError(f"mask {p} is a 2D image but the image is {len(shape)}D")
-            mask |= read_mask(p, shape=shape)
+                raise FlipsegError(f"{who}mask {p} is a 2D image but the image is {len(shape)}D")
+            part = read_mask(p)
+        if part.shape != shape:
+            if not resize:
+                raise MaskShapeError(
+                    f"{who}mask {p.name} is {_shape_text(part.shape)} but its image is "
+                    f"{_shape_text(shape)}; --resize-masks (or --data-opt resize_masks=true) "
+                    "resizes masks by nearest neighbour")
+            if notes is not None:
+                notes.append(f"{p.name} {_shape_text(part.shape)} -> {_shape_text(shape)}")
+            part = resize_mask_nearest(part, shape)
+        mask |= part
     return mask
 
 
@@ -170,13 +219,18 @@ def _build(
     patient_id: str | None,
     spacing: Sequence[float] | None,
     frame: int | str | None = None,
+    resize_masks: bool = False,
 ) -> list[dict[str, Any]]:
     """Samples of one image: one per lesion (box, label), or one without a box."""
     image, vol_spacing, meta = read_any_image(image_path, frame=frame)
-    mask = read_any_mask(mask_paths, image.shape) if mask_paths else None
+    notes: list[str] = []
+    mask = read_any_mask(mask_paths, image.shape, resize=resize_masks, case_id=case_id,
+                         notes=notes) if mask_paths else None
     extra: dict[str, Any] = {"file": str(image_path)}
     if meta is not None:
         extra["volume_meta"] = meta
+    if notes:
+        extra["mask_resized"] = notes
     sp = spacing if spacing is not None else vol_spacing
     if not lesions:
         lesions = [(None, None)]
@@ -228,46 +282,54 @@ def _read_boxes_csv(path: Path, errors: list | None) -> dict[str, list[tuple[Box
 
 
 def load_folder(root: str | Path, *, errors: list | None = None,
-                frame: int | str | None = None) -> list[dict[str, Any]]:
+                frame: int | str | None = None, resize_masks: bool = False) -> list[dict[str, Any]]:
     """Read a generic dataset folder (``images/`` [+ ``masks/``] [+ ``boxes.csv``]) or manifest.
 
     ``root`` may be a folder with ``manifest.json`` (read with
     :func:`load_manifest`), a ``.json`` file, or a folder with ``images/``.
     Images are returned in natural file-name order. ``errors``: if a list,
     unreadable cases are appended as ``(case_id, message)`` and skipped; if
-    None they raise. ``frame``: see :func:`read_any_image`.
+    None they raise. ``frame``: see :func:`read_any_image`. ``resize_masks``: a mask of
+    another size than its image is resized by nearest neighbour (the sample then carries
+    ``mask_resized``, a list of ``"<file> HxW -> HxW"``) instead of being an error.
 
     Raises
     ------
+    MaskShapeError
+        A mask of another size than its image (without ``resize_masks``), even when
+        ``errors`` is a list.
     FlipsegError
         Missing folder, no ``images/`` or manifest, a bad ``boxes.csv`` header,
         two images with the same stem.
     """
     root = Path(root)
     if root.is_file() and root.suffix.lower() == ".json":
-        return load_manifest(root, errors=errors, frame=frame)
+        return load_manifest(root, errors=errors, frame=frame, resize_masks=resize_masks)
     if not root.is_dir():
         raise FlipsegError(f"dataset folder not found: {root}")
     if (root / "manifest.json").is_file():
-        return load_manifest(root / "manifest.json", errors=errors, frame=frame)
+        return load_manifest(root / "manifest.json", errors=errors, frame=frame,
+                             resize_masks=resize_masks)
     image_dir = root / "images"
     if not image_dir.is_dir():
         raise FlipsegError(f"dataset folder {root} has neither images/ nor manifest.json")
     boxes = root / "boxes.csv"
     return load_images(image_dir, boxes=boxes if boxes.is_file() else None,
-                       masks=root / "masks", errors=errors, frame=frame)
+                       masks=root / "masks", errors=errors, frame=frame, resize_masks=resize_masks)
 
 
 def load_images(images: str | Path, *, boxes: str | Path | None = None,
                 masks: str | Path | None = None, errors: list | None = None,
-                frame: int | str | None = None) -> list[dict[str, Any]]:
+                frame: int | str | None = None, resize_masks: bool = False
+                ) -> list[dict[str, Any]]:
     """The images of one folder, with their boxes from a ``boxes.csv`` file (anywhere) and
     their masks from a masks folder (optional): the ``images/`` part of :func:`load_folder`.
 
     Image files are the folder's files with an image, volume or DICOM ending, DICOM files
     without ending, and sub-folders holding one DICOM series (volumes). ``boxes``: CSV with
     ``case_id,x0,y0,x1,y1[,z0,z1][,label]``, ``case_id`` the image stem
-    (:func:`image_stem`). Samples carry ``file`` (the image path).
+    (:func:`image_stem`). Samples carry ``file`` (the image path). ``resize_masks``: as in
+    :func:`load_folder`.
 
     Raises
     ------
@@ -315,7 +377,7 @@ def load_images(images: str | Path, *, boxes: str | Path | None = None,
 
         def load(stem=stem, lesions=lesions):
             return _build(stem, found[stem], mask_files.get(stem, []), lesions, None, None,
-                          frame)
+                          frame, resize_masks)
 
         got = try_case(stem, load, errors)
         if got:
@@ -324,8 +386,10 @@ def load_images(images: str | Path, *, boxes: str | Path | None = None,
 
 
 def load_manifest(path: str | Path, *, errors: list | None = None,
-                  frame: int | str | None = None) -> list[dict[str, Any]]:
-    """Read a JSON manifest (see module docstring); entries in file order."""
+                  frame: int | str | None = None, resize_masks: bool = False
+                  ) -> list[dict[str, Any]]:
+    """Read a JSON manifest (see module docstring); entries in file order. ``resize_masks``:
+    as in :func:`load_folder`."""
     path = Path(path)
     if not path.is_file():
         raise FlipsegError(f"manifest not found: {path}")
@@ -374,7 +438,7 @@ def load_manifest(path: str | Path, *, errors: list | None = None,
 
         def load(cid=cid, case=case, lesions=lesions):
             return _build(cid, case["image"], case["masks"], lesions, case["patient_id"],
-                          case["spacing"], frame)
+                          case["spacing"], frame, resize_masks)
 
         got = try_case(cid, load, errors)
         if got:

@@ -7,7 +7,7 @@ from typing import Any, Callable, Sequence, TypeVar
 import numpy as np
 
 from flipseg.boxes import Box
-from flipseg.errors import FlipsegError
+from flipseg.errors import FlipsegError, MaskShapeError
 
 __all__ = ["LABELS", "make_sample", "try_case"]
 
@@ -68,12 +68,14 @@ def try_case(case_id: str, load: Callable[[], T], errors: list | None) -> T | No
 
     With ``errors=None`` a :class:`FlipsegError` propagates. With a list, the
     error is recorded as ``(case_id, message)`` and None is returned, so a
-    reader can skip the bad case and finish the rest.
+    reader can skip the bad case and finish the rest. A :class:`MaskShapeError`
+    (a mask of another size than its image) always propagates: it is fixed by a
+    reading option (``--resize-masks``), not by skipping the case.
     """
     try:
         return load()
     except FlipsegError as exc:
-        if errors is None:
+        if errors is None or isinstance(exc, MaskShapeError):
             raise
         errors.append((str(case_id), str(exc)))
         return None
