@@ -104,6 +104,22 @@ def test_coco_in_every_2d_format_out(coco_export, tmp_path):
     lab = np.asarray(Image.open(ds / "labelsTr" / "a.png"))
     np.testing.assert_array_equal(lab, (want["a-box1"] | want["a-box2"]).astype(np.uint8))
     np.testing.assert_array_equal(np.asarray(Image.open(ds / "imagesTr" / "a_0000.png")), _image())
+    # the quality score: qc.csv worst first, the same numbers in the COCO attributes
+    import csv
+
+    from flipseg.data.coco import load_coco
+    from flipseg.qc import quality_features, quality_score
+
+    rows = list(csv.DictReader(open(out / "qc.csv")))
+    scores = [float(r["quality"]) for r in rows]
+    assert sorted(r["case_id"] for r in rows) == sorted(want) and scores == sorted(scores)
+    cases = {c["case_id"]: c for c in load_coco(coco_export)}
+    for r in rows:
+        c = cases[r["case_id"]]
+        expect = quality_score(quality_features(c["image"], c["box"], want[r["case_id"]]))
+        assert float(r["quality"]) == pytest.approx(expect, abs=1e-4)
+        assert by_case[r["case_id"]]["attributes"]["quality"] == pytest.approx(expect, abs=1e-4)
+    assert (out / "worst.png").is_file()
 
 
 def test_rerun_skips_done_boxes_and_keeps_its_settings(coco_export, tmp_path, capsys):

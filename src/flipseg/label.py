@@ -485,6 +485,17 @@ def _write_qc(out: Path, done: list[dict[str, Any]], manifest: dict[str, Any]) -
     atomic_write_text(out / "qc.csv", buf.getvalue())
 
 
+def _write_worst(out: Path, groups: dict, n: int = 16) -> None:
+    """``worst.png``: a contact sheet of the ``n`` lowest-scored masks, to review first."""
+    from flipseg.viz import case_sheet, save_png
+
+    items = [(c, m) for its in groups.values() for c, m, _d in its]
+    items.sort(key=lambda cm: cm[0].get("quality") if cm[0].get("quality") is not None else 1.0)
+    tiles = [(c["image"], c["box"], m, None, f"{c['case_id']} q={c.get('quality') or 0:.2f}")
+             for c, m in items[:n]]
+    save_png(out / "worst.png", case_sheet(tiles))
+
+
 def _write_errors(out: Path, errors: list[tuple[str, str]]) -> None:
     from flipseg.io_utils import atomic_write_text
 
@@ -570,7 +581,8 @@ def run_label(args: argparse.Namespace) -> int:
     _write_errors(out, errors)
     if done:
         _write_qc(out, done, manifest)
-        written.append("qc.csv")
+        _write_worst(out, groups)
+        written += ["qc.csv", "worst.png"]
     skipped = len(cases) - len(todo)
     print(f"{method}: {len(done)} box(es) of {len(groups)} image(s) labelled"
           + (f" ({skipped} done before)" if skipped else "")
