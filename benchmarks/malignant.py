@@ -252,13 +252,48 @@ def print_variants(part: str, cases, table: dict[str, list[np.ndarray]]) -> None
               f"{100 * d.mean():.2f} | {np.median(ratio[mal]):.3f} | {pm:.2g} | {pb:.2g} |")
 
 
+def print_shifted(part: str, run: Path) -> None:
+    """By label, from a ``flipseg evaluate --box-shift 0-10`` run of flip-vote and the ellipse
+    (``cases.csv`` per method): Dice and HD over the shifted copies, paired t-tests per label."""
+    import csv
+
+    labels = {c["case_id"]: c["label"] for c in load_part(part)}
+    per: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for method_dir in sorted(p for p in run.iterdir() if (p / "cases.csv").exists()):
+        for r in csv.DictReader(open(method_dir / "cases.csv")):
+            d = per.setdefault(method_dir.name, {}).setdefault(r["case_id"], {"dice": [], "hd": []})
+            d["dice"].append(float(r["dice"]))
+            d["hd"].append(float(r["hd"]))
+    if "flip-vote" not in per or "ellipse" not in per:
+        print(f"\n({run}: no flip-vote and ellipse results)")
+        return
+    print(f"\n### {part}: 0-10 px shifted boxes (mean over the shifted copies of each box)\n")
+    print("| label | n | flip-vote Dice % | ellipse Dice % | p | flip-vote HD px | ellipse HD px | p |")
+    print("|---|---|---|---|---|---|---|---|")
+    for label in ("benign", "malignant"):
+        ids = [i for i in per["flip-vote"] if labels.get(i) == label and i in per["ellipse"]]
+        fv = {k: np.array([np.mean(per["flip-vote"][i][k]) for i in ids]) for k in ("dice", "hd")}
+        el = {k: np.array([np.mean(per["ellipse"][i][k]) for i in ids]) for k in ("dice", "hd")}
+        print(f"| {label} | {len(ids)} | {100 * fv['dice'].mean():.2f} | {100 * el['dice'].mean():.2f} | "
+              f"{stats.ttest_rel(fv['dice'], el['dice']).pvalue:.1g} | {fv['hd'].mean():.1f} | "
+              f"{el['hd'].mean():.1f} | {stats.ttest_rel(fv['hd'], el['hd']).pvalue:.1g} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cache", default="runs/malignant", help="folder of the cached voters")
     ap.add_argument("--parts", default="bb-train,bb-test,busi")
     ap.add_argument("--limit", type=int, default=None, help="first N cases of each part")
     ap.add_argument("--no-variants", dest="variants", action="store_false")
+    ap.add_argument("--shifted", action="append", default=[], metavar="PART=RUN",
+                    help="by-label tables of a `flipseg evaluate --box-shift 0-10 --method flip-vote "
+                         "--method ellipse` run, e.g. busi=runs/mal/busi_shift")
     a = ap.parse_args()
+    if a.shifted:
+        for item in a.shifted:
+            part, run = item.split("=", 1)
+            print_shifted(part, Path(run))
+        return
     for part in a.parts.split(","):
         cases = load_part(part)[: a.limit]
         voters = voter_masks(part, cases, Path(a.cache), a.limit)
