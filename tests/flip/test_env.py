@@ -250,3 +250,36 @@ def test_reward_radius_is_measured_in_the_annotated_box():
     r_tight, _ = env.step(np.array([[1, 0]]))
     r_loose, _ = loose_env.step(np.array([[1, 0]]))
     assert r_tight[0, 0] == -1.0 and r_loose[0, 0] >= 1.0
+
+
+def test_mask_post_processing_cost_does_not_grow_with_the_box(monkeypatch):
+    """A box larger than ``mask_work_side`` is post-processed at that size, then resized:
+    the mask agrees with full-resolution processing (Dice > 0.98)."""
+    from flipseg.boxes import Box
+    from flipseg.methods.flip import env as env_module
+    from flipseg.methods.flip.infer import FlipSegmenter
+    from flipseg.metrics import compute_dice
+
+    rng = np.random.default_rng(0)
+    img = rng.normal(130, 15, (520, 520)).astype(np.float32)
+    yy, xx = np.ogrid[:520, :520]
+    img[((yy - 260) / 170.0) ** 2 + ((xx - 260) / 150.0) ** 2 <= 1] -= 70
+    box = Box(80, 80, 440, 440)
+    seg = FlipSegmenter(segments=60)
+    shapes = []
+    real = env_module.postprocess_mask
+
+    def spy(mask, **kw):
+        shapes.append(mask.shape)
+        return real(mask, **kw)
+
+    monkeypatch.setattr(env_module, "postprocess_mask", spy)
+    seg.model.cfg = seg.model.cfg.with_overrides(mask_work_side=96)
+    small = seg.segment(img, box)
+    assert shapes and max(min(s) for s in shapes) <= 96 * 1.5 + 2  # the view: box + margins
+    shapes.clear()
+    seg.model.cfg = seg.model.cfg.with_overrides(mask_work_side=0)
+    full = seg.segment(img, box)
+    assert min(min(s) for s in shapes) >= 360
+    assert small.shape == full.shape == img.shape
+    assert compute_dice(small, full) > 0.98

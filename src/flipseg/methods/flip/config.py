@@ -241,6 +241,11 @@ class FlipConfig:
     """Fill holes of the erased region."""
     largest_component: bool = True
     """Keep the largest connected component of the erased region."""
+    mask_work_side: int = 256
+    """The mask's post-processing (smoothing, prior fusion) runs where the box's shortest
+    side is at most this many pixels (voxels), then the mask is resized to the image: its
+    cost stops growing with the box. Smaller boxes are processed as they are; 0: always at
+    full resolution."""
     smooth: float = 0.1
     """Morphological opening + closing of the mask with a disk (ball) whose radius is this
     fraction of the box's shortest side (0 = off); the papers post-process their masks."""
@@ -278,6 +283,7 @@ class FlipConfig:
             "train_box_shift": self.train_box_shift >= 0,
             "train_box_shift_prob": 0.0 <= self.train_box_shift_prob <= 1.0,
             "smooth": 0.0 <= self.smooth < 0.5,
+            "mask_work_side": self.mask_work_side >= 0,
             "prior_fusion": 0.0 <= self.prior_fusion < 1.0,
             "prior_fusion_sigma": 0.0 < self.prior_fusion_sigma <= 0.5,
         }

@@ -632,27 +632,43 @@ class VecErasingEnv:
         return bool(self.done.all())
 
     def masks(self) -> list[np.ndarray]:
-        """Erased regions mapped back to full-resolution boolean masks."""
+        """Erased regions mapped back to full-resolution boolean masks.
+
+        The post-processing (smoothing, prior fusion) runs where the box's shortest side is
+        at most ``cfg.mask_work_side`` pixels and the result is resized to the image, so its
+        cost does not grow with the box (a box under that size is processed as it is)."""
         out = []
         for e, ep in enumerate(self.episodes):
             flags = self.erased[e, : ep.n_labels]
             canvas = np.zeros(ep.canvas_shape, np.float32)
             inside = ep.labels >= 0
             canvas[inside] = flags[ep.labels[inside]]
-            m_view = resize(canvas, ep.view.shape) > 0.5
-            radius = int(round(self.cfg.smooth * min(ep.box.shape)))
-            m_view = postprocess_mask(
-                m_view, fill_holes=self.cfg.fill_holes, largest=self.cfg.largest_component,
+            side = self.cfg.mask_work_side
+            scale = min(1.0, side / min(ep.box.shape)) if side > 0 else 1.0
+            if scale >= 1.0:
+                work_shape, work_box = ep.view.shape, ep.box.relative_to(ep.view)
+            else:
+                work_shape = tuple(max(1, int(round(n * scale))) for n in ep.view.shape)
+                rel = ep.box.relative_to(ep.view)
+                work_box = Box.from_lo_hi(
+                    [int(np.floor(lo * w / n)) for lo, w, n in zip(rel.lo, work_shape, ep.view.shape)],
+                    [int(np.ceil(hi * w / n)) for hi, w, n in zip(rel.hi, work_shape, ep.view.shape)])
+            m_work = resize(canvas, work_shape) > 0.5
+            radius = int(round(self.cfg.smooth * min(work_box.shape)))
+            m_work = postprocess_mask(
+                m_work, fill_holes=self.cfg.fill_holes, largest=self.cfg.largest_component,
                 smooth_radius=radius,
             )
+            m_work &= work_box.to_mask(work_shape)
+            if self.cfg.prior_fusion > 0:
+                m_work = fuse_with_box_prior(m_work, work_box, self.cfg.prior_fusion,
+                                             self.cfg.prior_fusion_sigma)
+                m_work = postprocess_mask(m_work, fill_holes=self.cfg.fill_holes,
+                                          largest=self.cfg.largest_component)
+            m_view = m_work if scale >= 1.0 else resize(m_work.astype(np.float32), ep.view.shape) > 0.5
             full = np.zeros(ep.image_shape, bool)
             full[ep.view.slices()] = m_view
             full &= ep.box.to_mask(ep.image_shape)
-            if self.cfg.prior_fusion > 0:
-                full = fuse_with_box_prior(full, ep.box, self.cfg.prior_fusion,
-                                           self.cfg.prior_fusion_sigma)
-                full = postprocess_mask(full, fill_holes=self.cfg.fill_holes,
-                                        largest=self.cfg.largest_component)
             out.append(full)
         return out
 
