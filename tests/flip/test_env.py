@@ -283,3 +283,19 @@ def test_mask_post_processing_cost_does_not_grow_with_the_box(monkeypatch):
     assert min(min(s) for s in shapes) >= 360
     assert small.shape == full.shape == img.shape
     assert compute_dice(small, full) > 0.98
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_distance_transform_morphology_equals_scipy(ndim):
+    from scipy import ndimage
+
+    from flipseg.methods.flip.env import _ball, _dilate, _erode
+
+    rng = np.random.default_rng(ndim)
+    for _ in range(40):
+        shape = tuple(rng.integers(4, 40 if ndim == 2 else 18, ndim))
+        m = ndimage.gaussian_filter(rng.random(shape), 1.5) > 0.5
+        r = int(rng.integers(1, 7))
+        ball = _ball(r, ndim)
+        np.testing.assert_array_equal(_erode(m, r), ndimage.binary_erosion(m, ball))
+        np.testing.assert_array_equal(_dilate(m, r), ndimage.binary_dilation(m, ball))

@@ -88,6 +88,7 @@ class FlipModel:
         level: int | None = None,
         progress: bool = False,
         seed: int = 0,
+        threads: int | None = None,
     ) -> list[FlipResult]:
         """Erase every box greedily with the learned policy.
 
@@ -95,7 +96,11 @@ class FlipModel:
         call covers the whole batch.
         """
         cfg = self.cfg
-        torch.set_num_threads(max(1, cfg.num_threads))
+        # threads: None keeps the run's num_threads (training); 0 leaves torch's own setting
+        if threads is None:
+            torch.set_num_threads(max(1, cfg.num_threads))
+        elif threads > 0:
+            torch.set_num_threads(threads)
         if level is None:
             level = cfg.inference_segments or cfg.levels[cfg.inference_level]
         results: list[FlipResult] = []
@@ -165,7 +170,8 @@ class FlipSegmenter(Segmenter):
 
     def __init__(self, model: str | Path | None = None, batch_size: int = 64, dims: int = 2,
                  refine: str | None = None, refine_core: float = 0.3,
-                 prior_fusion: float | None = None, segments: int | None = None):
+                 prior_fusion: float | None = None, segments: int | None = None,
+                 threads: int = 0):
         if refine not in (None, "grabcut"):
             raise FlipsegError(f"unknown Flip refinement {refine!r}; choose grabcut or none")
         if refine is not None and dims != 2:
@@ -185,12 +191,14 @@ class FlipSegmenter(Segmenter):
             self.model.cfg = self.model.cfg.with_overrides(inference_segments=int(segments))
         self.dims = (self.model.cfg.dims,)
         self.batch_size = batch_size
+        self.threads = int(threads)
 
     def segment(self, image: np.ndarray, box: Box, *, seed: int = 0) -> np.ndarray:
         return self.segment_many([image], [box], seed=seed)[0]
 
     def segment_many(self, images, boxes, *, seed: int = 0) -> list[np.ndarray]:
-        res = self.model.segment_many(images, boxes, batch_size=self.batch_size, seed=seed)
+        res = self.model.segment_many(images, boxes, batch_size=self.batch_size, seed=seed,
+                                      threads=self.threads)
         masks = [r.mask for r in res]
         return masks if self.refine is None else self._grabcut(images, boxes, masks, seed)
 

@@ -23,6 +23,8 @@ class FlipOptions:
     """Superpixels per box at inference (None: the model's own level)."""
     prior_fusion: Optional[float] = None
     """Weight of the ellipse prior fused into the agents' mask, in [0, 1) (None: the model's)."""
+    threads: int = 0
+    """PyTorch threads at inference (0: torch's default, every core)."""
 
 
 @dataclass

@@ -49,10 +49,10 @@ class VoteSegmenter(Segmenter):
     def __init__(self, model: str | Path | None = None, vote_model: str | Path | None = None,
                  batch_size: int = 64, segments: int | None = None,
                  prior_fusion: float | None = None, refine_core: float = 0.3,
-                 dims: int = 2) -> None:
+                 dims: int = 2, threads: int = 0) -> None:
         self.voter = get_segmenter("boxinst", model=vote_model, batch_size=batch_size)
         self.flip = get_segmenter("flip", model=model, batch_size=batch_size, dims=dims,
-                                  segments=segments, prior_fusion=prior_fusion)
+                                  segments=segments, prior_fusion=prior_fusion, threads=threads)
         self.refine_core = float(refine_core)
 
     def segment(self, image: np.ndarray, box: Box, *, seed: int = 0) -> np.ndarray:

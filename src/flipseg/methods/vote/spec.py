@@ -20,6 +20,8 @@ class VoteOptions:
     """Flip's superpixels per box (None: the Flip model's own level)."""
     prior_fusion: Optional[float] = None
     """Flip's ellipse-prior weight, in [0, 1) (None: the Flip model's)."""
+    threads: int = 0
+    """PyTorch threads at inference (0: torch's default, every core)."""
     refine_core: float = 0.3
     """GrabCut voter: the Flip mask's core deeper than this fraction of its largest inscribed
     radius is certain foreground."""
