@@ -161,6 +161,7 @@ def test_unusable_out_is_one_line_before_work(coco_export, tmp_path, capsys, mon
         raise AssertionError("the segmenter was built")
 
     monkeypatch.setattr(flipseg.commands, "_segmenters", no_work)
+    monkeypatch.setattr(flipseg.commands, "build_segmenters", no_work)
     (tmp_path / "afile").write_text("x")
     out = {"file": tmp_path / "afile", "under-a-file": tmp_path / "afile" / "sub",
            "the-images": coco_export / "images", "above-the-input": tmp_path}[where]
@@ -331,7 +332,8 @@ def test_a_box_whose_segmentation_fails_is_reported_and_the_rest_written(coco_ex
                 raise RuntimeError("cannot do this one\nsecond line")
             return [b.to_mask(im.shape) for im, b in zip(images, boxes)]
 
-    monkeypatch.setattr(flipseg.commands, "_segmenters", lambda names, args, dims: {names[0]: Fussy()})
+    monkeypatch.setattr(flipseg.commands, "build_segmenters",
+                        lambda recipes, **kw: {name: Fussy() for name in recipes})
     out = tmp_path / "out"
     assert _label("--images", coco_export, "--out", out, "--format", "png") == 3
     assert (out / "errors.csv").read_text().splitlines()[1:] == [

@@ -46,6 +46,8 @@ def _layer(mod: str) -> str:
         return "face"
     if mod == "flipseg.api":
         return "api"
+    if mod == "flipseg.engines" or mod.startswith("flipseg.engines."):
+        return "engines"
     if mod in METHODS_SHARED:
         return "methods-shared"
     if mod.startswith("flipseg.methods."):
@@ -59,11 +61,14 @@ def _layer(mod: str) -> str:
 
 #: layer -> layers it must not import
 FORBIDDEN = {
-    "core": {"face", "api", "methods-shared", "method", "runs", "baselines"},
-    "baselines": {"face", "api", "methods-shared", "method", "runs"},
-    "runs": {"face", "api", "methods-shared", "method", "baselines"},
-    "methods-shared": {"face", "api", "method"},
-    "method": {"face", "api"},
+    "core": {"face", "api", "engines", "methods-shared", "method", "runs", "baselines"},
+    "baselines": {"face", "api", "engines", "methods-shared", "method", "runs"},
+    "runs": {"face", "api", "engines", "methods-shared", "method", "baselines"},
+    "methods-shared": {"face", "api", "engines", "method"},
+    "method": {"face", "api", "engines"},
+    # where cases run (in-process, a worker pool, Ray; sharding): they are handed what
+    # builds the models and what runs a chunk, so they name no method
+    "engines": {"face", "api", "method"},
     "api": {"face"},
     "face": set(),
 }
@@ -120,11 +125,20 @@ def test_the_checker_catches_a_bad_import(tmp_path, monkeypatch):
     (fake / "methods" / "b" / "__init__.py").write_text("from flipseg.methods.a import x\n")
     (fake / "metrics.py").write_text("def f():\n    from flipseg.methods import get_segmenter\n")
     (fake / "cli.py").write_text("from flipseg.methods.a import x\n")
+    (fake / "engines").mkdir()
+    (fake / "engines" / "__init__.py").write_text("")
+    (fake / "engines" / "pool.py").write_text("import flipseg.api\nfrom flipseg.methods.a import x\n")
+    (fake / "api.py").write_text("from flipseg.engines import pool\n")
+    (fake / "methods" / "a" / "x.py").write_text("from flipseg.engines import pool\n")
     monkeypatch.setattr(__import__(__name__), "SRC", fake)
     found = violations()
     assert any("metrics.py:2" in v and "core must not import methods-shared" in v for v in found)
     assert any("method package b must not import method a" in v for v in found)
     assert not any(v.startswith("flipseg/cli.py") for v in found)
+    assert any("engines/pool.py:1" in v and "engines must not import api" in v for v in found)
+    assert any("engines/pool.py:2" in v and "engines must not import method" in v for v in found)
+    assert any("methods/a/x.py:1" in v and "method must not import engines" in v for v in found)
+    assert not any(v.startswith("flipseg/api.py") for v in found)
 
 
 @pytest.mark.parametrize("module", ["flipseg.cli", "flipseg.runs", "flipseg.methods"])

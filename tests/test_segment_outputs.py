@@ -35,6 +35,7 @@ def no_work(monkeypatch):
         raise AssertionError("the segmenter was built")
 
     monkeypatch.setattr(flipseg.commands, "_segmenters", refuse)
+    monkeypatch.setattr(flipseg.commands, "build_segmenters", refuse)
 
 
 def test_busi_mask_beside_the_image_is_never_replaced(tmp_path, monkeypatch, capsys, no_work):

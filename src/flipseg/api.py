@@ -21,7 +21,7 @@ import numpy as np
 from flipseg.boxes import Box
 from flipseg.errors import FlipsegError
 
-__all__ = ["MaskResult", "Model", "evaluate", "load_model", "make_segmenter", "segment"]
+__all__ = ["MaskResult", "Model", "evaluate", "load_model", "make_segmenter", "place_on", "segment"]
 
 BoxLike = Any  # a Box, or a sequence (x0, y0, x1, y1[, z0, z1]), or "x0,y0,x1,y1"
 
@@ -102,8 +102,34 @@ def method_options(method: str, options: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def place_on(segmenter: Any, device: str | None) -> Any:
+    """Move ``segmenter``'s networks to ``device`` (``auto``, ``cpu``, ``cuda``;
+    :func:`flipseg.devices.resolve_device`) and return it. Parts a method cannot move yet
+    stay on the CPU, said in one line on stderr (never silently).
+
+    Raises
+    ------
+    FlipsegError
+        An unknown device, or ``cuda`` without a usable GPU.
+    """
+    import sys
+
+    from flipseg.devices import resolve_device
+
+    name = resolve_device(device)
+    if name == "cpu":
+        return segmenter
+    mover = getattr(segmenter, "to_device", None)
+    stayed = mover(name) if callable(mover) else ["its networks"]
+    if stayed:
+        print(f"flipseg: note: {getattr(segmenter, 'name', type(segmenter).__name__)}: "
+              f"{', '.join(stayed)} stay(s) on the CPU (not movable to {name} yet)", file=sys.stderr)
+    return segmenter
+
+
 def make_segmenter(method: str | None = None, *, model: str | Path | None = None, dims: int = 2,
-                   options: dict[str, Any] | None = None, **extra: Any) -> Any:
+                   options: dict[str, Any] | None = None, device: str | None = "cpu",
+                   **extra: Any) -> Any:
     """A segmenter object of a registered method (``segment_many(images, boxes, seed=)``).
 
     Parameters
@@ -118,6 +144,9 @@ def make_segmenter(method: str | None = None, *, model: str | Path | None = None
     options
         Inference options (fields of the method's options dataclass; ``flipseg methods
         --options`` lists them).
+    device
+        Torch device of its networks: ``cpu`` (default), ``cuda`` or ``auto`` (the GPU when
+        there is one); see :func:`place_on`.
     extra
         The method's own keyword options (e.g. ``vote_model`` for ``flip-vote``).
 
@@ -125,7 +154,8 @@ def make_segmenter(method: str | None = None, *, model: str | Path | None = None
     ------
     FlipsegError
         An unknown method or option, a method that does not segment, a model for a
-        method that takes none, or images of a dimensionality the method does not handle.
+        method that takes none, images of a dimensionality the method does not handle,
+        or ``device="cuda"`` without a usable GPU.
     """
     from flipseg.methods import (
         default_method,
@@ -147,7 +177,7 @@ def make_segmenter(method: str | None = None, *, model: str | Path | None = None
         raise FlipsegError(f"method {method!r} needs a trained model (model=RUN / --model RUN)")
     opts = segmenter_options(spec, model=model, dims=dims,
                              config=method_options(method, dict(options or {})), extra=extra)
-    return get_segmenter(method, **opts)
+    return place_on(get_segmenter(method, **opts), device)
 
 
 class Model:
@@ -186,18 +216,21 @@ def _boxes(boxes: Any, shape: tuple[int, ...], needs_box: bool, method: str) -> 
     return [_as_box(b, shape) for b in boxes]
 
 
-def load_model(path: str | Path, *, method: str | None = None, **options: Any) -> Model:
+def load_model(path: str | Path, *, method: str | None = None, device: str | None = "cpu",
+               **options: Any) -> Model:
     """A trained model (run folder or model file) ready to segment.
 
     The method is read from the model file unless ``method`` names another that runs it
     (e.g. ``flip-vote`` with a Flip model). ``options`` as in :func:`make_segmenter`.
     Model files are read as data (safetensors + JSON): nothing in them is executed.
+    ``device``: where its networks run (``cpu``, ``cuda``, ``auto``).
     """
     from flipseg.methods import method_of_model
 
     name = method or method_of_model(path)
     extra = {k: options.pop(k) for k in list(options) if k in ("vote_model",)}
-    seg = make_segmenter(name, model=path, dims=_model_dims(name, path), options=options, **extra)
+    seg = make_segmenter(name, model=path, dims=_model_dims(name, path), options=options,
+                         device=device, **extra)
     return Model(name, seg, str(path))
 
 
@@ -210,7 +243,7 @@ def _model_dims(method: str, path: str | Path) -> int:
 
 def segment(image: Any, boxes: BoxLike | Sequence[BoxLike] | None = None, *,
             method: str | None = None, model: str | Path | None = None, seed: int = 0,
-            details: bool = False, **options: Any) -> list[Any]:
+            details: bool = False, device: str | None = "cpu", **options: Any) -> list[Any]:
     """Masks of ``image`` from its boxes.
 
     Parameters
@@ -230,6 +263,8 @@ def segment(image: Any, boxes: BoxLike | Sequence[BoxLike] | None = None, *,
     details
         Return :class:`MaskResult` objects (mask, box, method, area, box fill) instead of
         bare masks.
+    device
+        Torch device of the method's networks: ``cpu`` (default), ``cuda`` or ``auto``.
     options
         Inference options of the method (e.g. ``segments=500`` for flip) and its own
         keywords (``vote_model=`` for flip-vote).
@@ -240,7 +275,7 @@ def segment(image: Any, boxes: BoxLike | Sequence[BoxLike] | None = None, *,
     """
     img = _as_image(image)
     extra = {k: options.pop(k) for k in list(options) if k in ("vote_model",)}
-    seg = make_segmenter(method, model=model, dims=img.ndim, options=options, **extra)
+    seg = make_segmenter(method, model=model, dims=img.ndim, options=options, device=device, **extra)
     name = method or getattr(seg, "name", "")
     return Model(name, seg).segment(img, boxes, seed=seed, details=details)
 
@@ -248,7 +283,7 @@ def segment(image: Any, boxes: BoxLike | Sequence[BoxLike] | None = None, *,
 def evaluate(images: Sequence[Any], boxes: Sequence[BoxLike], masks: Sequence[Any], *,
              method: str | None = None, model: str | Path | None = None,
              spacing: Sequence[float] | None = None, seed: int = 0,
-             **options: Any) -> dict[str, Any]:
+             device: str | None = "cpu", **options: Any) -> dict[str, Any]:
     """Score a method against known masks.
 
     Returns ``{"method", "n", "mean": {metric: value}, "cases": [per-case metrics]}`` with
@@ -264,7 +299,8 @@ def evaluate(images: Sequence[Any], boxes: Sequence[BoxLike], masks: Sequence[An
         raise FlipsegError("nothing to evaluate: no images")
     imgs = [_as_image(im) for im in images]
     extra = {k: options.pop(k) for k in list(options) if k in ("vote_model",)}
-    seg = make_segmenter(method, model=model, dims=imgs[0].ndim, options=options, **extra)
+    seg = make_segmenter(method, model=model, dims=imgs[0].ndim, options=options, device=device,
+                         **extra)
     bxs = [_as_box(b, im.shape) for b, im in zip(boxes, imgs)]
     preds = seg.segment_many(imgs, bxs, seed=seed)
     rows = []

@@ -66,6 +66,8 @@ def _add_method_args(p: argparse.ArgumentParser, names: Sequence[str] | None, *,
 
 def build_parser(method_names: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The ``flipseg`` parser; ``method_names`` (when known) are listed in ``--help``."""
+    from flipseg.devices import add_device_arg
+    from flipseg.engines.options import add_engine_args
     from flipseg.methods import recipes
     from flipseg.registry import resolve
     from flipseg.runs import add_data_args
@@ -86,8 +88,11 @@ def build_parser(method_names: Sequence[str] | None = None) -> argparse.Argument
     p.add_argument("--repeats", type=int, default=3, help="shifted copies per box")
     _add_refine_arg(p)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder (with --num-parts: "
+                   "OUT/part-I-of-K)")
     p.add_argument("--no-progress", action="store_true")
+    add_device_arg(p)
+    add_engine_args(p)
 
     p = sub.add_parser("segment", help="segment one image from its box(es) (whole-image models: no "
                        "box needed), or a whole dataset")
@@ -103,6 +108,8 @@ def build_parser(method_names: Sequence[str] | None = None) -> argparse.Argument
     _add_resize_masks_arg(p)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0)
+    add_device_arg(p)
+    add_engine_args(p)
 
     p = sub.add_parser("label", help="a mask for every box of a folder, a COCO file or a DICOM "
                        "folder, written as png, nifti, coco, dicom-seg and/or an nnU-Net dataset")
@@ -122,6 +129,8 @@ def build_parser(method_names: Sequence[str] | None = None) -> argparse.Argument
     p.add_argument("--out", required=True, help="output folder (a re-run skips the boxes done)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
+    add_device_arg(p)
+    add_engine_args(p)
 
     p = sub.add_parser("serve", help="a local web page: draw boxes, see their masks, correct, "
                        "accept or reject them (review queue by quality score), export them")
@@ -144,6 +153,7 @@ def build_parser(method_names: Sequence[str] | None = None) -> argparse.Argument
                    "the shipped one)")
     p.add_argument("--max-upload-mb", type=float, default=64.0, help="largest request (default 64)")
     p.add_argument("--seed", type=int, default=0)
+    add_device_arg(p)
 
     p = sub.add_parser("classify", help="benign/malignant probabilities, lesion map and Grad-CAM "
                        "of a trained LA-Net, for one image or a dataset")
@@ -161,6 +171,7 @@ def build_parser(method_names: Sequence[str] | None = None) -> argparse.Argument
         resolve(spec.add_train_args)(t)
         t.add_argument("--fresh", action="store_true",
                        help="move an earlier run in --out aside (OUT.replaced-DATE) and start afresh")
+        add_device_arg(t)
 
     p = sub.add_parser("methods", help="list the registered methods (name, kind, dims, model)")
     p.add_argument("--options", action="store_true", help="also list each method's --set options")

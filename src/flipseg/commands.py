@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,8 @@ import numpy as np
 from flipseg.errors import FlipsegError
 from flipseg.io_utils import atomic_write_text
 
-__all__ = ["run", "run_demo", "run_evaluate", "run_segment", "run_train"]
+__all__ = ["build_segmenters", "run", "run_demo", "run_evaluate", "run_segment", "run_train",
+           "segment_work"]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,13 +47,26 @@ def _spec_extras(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _segmenters(names: list[str], args: argparse.Namespace, dims: int) -> dict[str, Any]:
-    """The named methods, each with ``--model``, its ``--set`` options and its own flags.
+    """The named methods, each with ``--model``, its ``--set`` options and its own flags
+    (:func:`_segmenter_recipes`), built here on ``--device``."""
+    return build_segmenters(_segmenter_recipes(names, args, dims), device=_device(args))
+
+
+def _absolute(path: Any) -> Any:
+    """An existing path made absolute (workers of another process or machine may start
+    elsewhere); anything else as it is."""
+    if isinstance(path, (str, Path)) and str(path) not in ("", "default") and Path(path).exists():
+        return str(Path(path).resolve())
+    return path
+
+
+def _segmenter_recipes(names: list[str], args: argparse.Namespace, dims: int) -> dict[str, dict[str, Any]]:
+    """What builds each named method (:func:`build_segmenters`), checked here before any work.
 
     With several methods, a ``--set`` key goes to every method that has it (an error when
     none has); ``--model`` goes to the methods that take a model; a method flag such as
     ``--vote-model`` to the method that declares it (an error when none of them does).
     """
-    from flipseg.api import make_segmenter
     from flipseg.methods import method_spec
     from flipseg.registry import resolve
     from flipseg.runs import config_field_types, parse_overrides
@@ -77,10 +92,36 @@ def _segmenters(names: list[str], args: argparse.Namespace, dims: int) -> dict[s
         raise FlipsegError("--model: " + ", ".join(names) + " take(s) no trained model")
     out = {}
     for n, s in specs.items():
-        model = args.model if s.model != "none" else None
-        mine = {k: v for k, v in extras.items() if k in {kw for _f, kw, _h in s.options}}
-        out[n] = make_segmenter(n, model=model, dims=dims, options=sets[n], **mine)
+        model = _absolute(args.model) if s.model != "none" else None
+        mine = {k: _absolute(v) for k, v in extras.items() if k in {kw for _f, kw, _h in s.options}}
+        out[n] = {"method": n, "model": model, "dims": dims, "options": sets[n], "extra": mine}
     return out
+
+
+def build_segmenters(recipes: dict[str, dict[str, Any]], *, device: str = "cpu",
+                     refine_box: str | None = None) -> dict[str, Any]:
+    """Method name -> segmenter, from :func:`_segmenter_recipes`; with ``refine_box`` each
+    runs on the refined boxes (:func:`_with_refined_boxes`); the networks on ``device``.
+
+    A module-level function: the engines' workers call it (a :func:`functools.partial` of
+    it) to load their models once.
+    """
+    from flipseg.api import make_segmenter, place_on
+
+    out = {n: make_segmenter(r["method"], model=r["model"], dims=r["dims"], options=r["options"],
+                             **r["extra"]) for n, r in recipes.items()}
+    if refine_box:
+        out = {n: w for n, w in zip(out, _with_refined_boxes(out, _absolute(refine_box)).values())}
+    for seg in out.values():
+        place_on(seg, device)
+    return out
+
+
+def _device(args: argparse.Namespace) -> str:
+    """``--device``, resolved (``auto``: the GPU when there is one)."""
+    from flipseg.devices import resolve_device
+
+    return resolve_device(getattr(args, "device", None))
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -88,29 +129,77 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     if args.compare and args.method:
         raise FlipsegError("give either --method or --compare A B, not both")
+    engine_name, workers = _engine_settings(args)
+    part = _part(args)
+    device = _device(args)
     _resize_masks_option(args)
     samples, errors, dataset = _load_cases(args)
+    out = Path(args.out)
+    if part is not None:  # job arrays: this part's cases, in a folder of its own
+        samples, errors, out = _shard_cases(samples, part), (errors if part[1] == 0 else []), \
+            out / _part_name(part)
     _warn_resized_masks(samples)
     dims = _case_dims(samples)
     names = list(args.compare) if args.compare else (args.method or [_default_method(args, dims)])
-    segmenters = _segmenters(names, args, dims)
-    if args.refine_box:
-        segmenters = _with_refined_boxes(segmenters, args.refine_box)
+    recipes = _segmenter_recipes(names, args, dims)
+    engine = None
+    if engine_name == "local" and workers == 1:
+        segmenters = build_segmenters(recipes, device=device, refine_box=args.refine_box)
+        if args.refine_box:
+            segmenters = {s.name: s for s in segmenters.values()}
+    else:  # the workers hold the models; evaluate hands them its batches
+        from flipseg.engines.options import make_engine
+        from flipseg.engines.segmenters import RemoteSegmenter
+
+        engine = make_engine(partial(build_segmenters, recipes, device=device,
+                                     refine_box=args.refine_box), args, device=device)
+        print(f"evaluate: the cases run in {engine.describe}")
+        segmenters = {(f"{n}+refine" if args.refine_box else n): RemoteSegmenter(engine, n)
+                      for n in recipes}
     for err in errors:
         print(f"skipped case {err[0]}: {err[1]}")
-    res = evaluate_methods(
-        samples, segmenters, dataset=dataset, out_dir=args.out, box_shift=args.box_shift,
-        repeats=args.repeats, seed=args.seed, progress=not args.no_progress, errors=errors,
-    )
+    try:
+        res = evaluate_methods(
+            samples, segmenters, dataset=dataset, out_dir=out, box_shift=args.box_shift,
+            repeats=args.repeats, seed=args.seed, progress=not args.no_progress, errors=errors,
+        )
+    finally:
+        if engine is not None:
+            engine.close()
     print(format_table(list(res["methods"].values())))
     if "compare" in res:
-        print((Path(args.out) / "compare.md").read_text())
+        print((out / "compare.md").read_text())
     _print_not_scored(res["not_scored"])
+    if part is not None:
+        print(f"part {part[1]} of {part[0]} ({len(samples)} cases) -> {out}")
     n_err = len(res["errors"])
     if n_err:
-        print(f"{n_err} case(s) skipped; see {Path(args.out) / 'errors.csv'}")
+        print(f"{n_err} case(s) skipped; see {out / 'errors.csv'}")
         return 3
     return 0
+
+
+def _engine_settings(args: argparse.Namespace) -> tuple[str, int]:
+    from flipseg.engines.options import engine_settings
+
+    return engine_settings(args)
+
+
+def _part(args: argparse.Namespace) -> tuple[int, int] | None:
+    """``(K, I)`` of ``--num-parts K --part-id I`` (None: the whole run)."""
+    from flipseg.engines.shard import check_part
+
+    return check_part(getattr(args, "num_parts", None), getattr(args, "part_id", None))
+
+
+def _part_name(part: tuple[int, int]) -> str:
+    return f"part-{part[1]}-of-{part[0]}"
+
+
+def _shard_cases(cases: list[dict[str, Any]], part: tuple[int, int], key: Any = None) -> list[dict[str, Any]]:
+    from flipseg.engines.shard import shard
+
+    return shard(cases, part[0], part[1], key=key)
 
 
 #: Datasets whose reader takes the option ``resize_masks`` (``--resize-masks``).
@@ -358,8 +447,14 @@ def run_segment(args: argparse.Namespace) -> int:
 
     if args.image:
         boxes = _check_image_args(args)
+        if any(getattr(args, k, None) is not None for k in ("workers", "num_parts", "part_id")) \
+                or getattr(args, "engine", "local") != "local":
+            raise FlipsegError("--workers, --engine, --num-parts and --part-id are for --dataset")
     elif not args.dataset:
         raise FlipsegError("give --image IMG --box x0,y0,x1,y1, or --dataset NAME")
+    _engine_settings(args)
+    part = _part(args)
+    _device(args)
     out = check_out_dir(args.out)
     method = args.method
     if method is None and args.model:
@@ -367,12 +462,15 @@ def run_segment(args: argparse.Namespace) -> int:
 
         method = method_of_model(args.model)
     needs_box = method is None or method_spec(method).kind == "box"
+    errors: list[tuple[str, str]] = []
     if args.image:
         cases = _read_image_cases(args, boxes, needs_box)
     else:
         _resize_masks_option(args)
         cases, errors, _ = _load_cases(args)
         _warn_resized_masks(cases)
+        if part is not None and part[1] != 0:
+            errors = []  # part 0 reports the cases that failed to load
         for err in errors:
             print(f"skipped case {err[0]}: {err[1]}")
         if not needs_box:
@@ -381,17 +479,130 @@ def run_segment(args: argparse.Namespace) -> int:
         cases = [c for c in cases if c.get("box") is not None]
         if not cases:
             raise FlipsegError(f"dataset {args.dataset!r} has no case with a box")
+    if part is not None:
+        cases = _shard_cases(cases, part)
+        if not cases:
+            print(f"part {part[1]} of {part[0]} has no case (the run has fewer cases than parts)")
+            return 0
     _refuse_replacing_inputs(args, out, cases)
     dims = _case_dims(cases)
     method = method or _default_method(args, dims)
-    seg = _segmenters([method], args, dims)[method]
+    recipes = _segmenter_recipes([method], args, dims)
+    device = _device(args)
     if args.refine_box:
         cases = _refine_case_boxes(cases, args.refine_box, needs_box, method)
+    rows, failed = _segment_cases(cases, partial(build_segmenters, recipes, device=device), args,
+                                  method=method, out=out, device=device,
+                                  skip_bad=not args.image)
+    failed = list(errors) + failed
+    name = "segment.json" if part is None else f"segment-{_part_name(part)}.json"
+    atomic_write_text(out / name, json.dumps(rows, indent=2))
+    print(f"wrote {len(rows)} segmentation(s) to {out}"
+          + (f" (part {part[1]} of {part[0]})" if part is not None else ""))
+    if failed:
+        errors_file = out / ("errors.csv" if part is None else f"errors-{_part_name(part)}.csv")
+        _write_error_rows(errors_file, failed)
+        print(f"{len(failed)} case(s) failed; see {errors_file}")
+        return 3
+    return 0
+
+
+#: Boxes segmented per call of the segmenter by ``segment --dataset`` (flip batches up to 64).
+SEGMENT_CHUNK = 64
+
+
+def _chunk_size(n: int, workers: int, most: int) -> int:
+    """Cases per chunk: ``most`` in one process; with several workers, small enough that
+    each worker gets about two chunks (at least 4 cases each)."""
+    if workers <= 1:
+        return most
+    return max(4, min(most, -(-n // (2 * workers))))
+
+
+def _segment_cases(cases: list[dict[str, Any]], setup: Any, args: argparse.Namespace, *,
+                   method: str, out: Path, device: str, skip_bad: bool
+                   ) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """Every case segmented and written (:func:`segment_work`) on the engine of ``--workers``
+    / ``--engine``; returns the rows of ``segment.json`` (in case order) and the failed
+    cases ``(case_id, message)``."""
+    from tqdm.auto import tqdm
+
+    from flipseg.engines.base import split
+    from flipseg.engines.options import make_engine
+
+    _, workers = _engine_settings(args)
+    chunks = split(cases, _chunk_size(len(cases), workers, SEGMENT_CHUNK))
+    work = partial(segment_work, method=method, seed=args.seed, out=str(out), skip_bad=skip_bad)
+    done: dict[int, list[dict[str, Any]]] = {}
+    failed: list[tuple[str, str]] = []
+    bar = tqdm(total=len(cases), desc=method, unit="box", disable=len(cases) < 2, leave=False)
+    with make_engine(setup, args, device=device) as engine:
+        if workers > 1 or engine.describe != "this process":
+            tqdm.write(f"segment: the cases run in {engine.describe}")
+        for res in engine.map(work, chunks):
+            chunk = chunks[res.index]
+            if res.error is not None:  # the chunk as a whole (a worker died, ...)
+                if not skip_bad:
+                    raise res.error
+                done[res.index], bad = [], [(c["case_id"], _one_line(res.error)) for c in chunk]
+            else:
+                done[res.index], bad = res.value
+            for cid, msg in bad:
+                tqdm.write(f"skipped case {cid}: {msg}")
+            failed += bad
+            bar.update(len(chunk))
+    bar.close()
+    rows = [r for i in sorted(done) for r in done[i]]
+    return rows, failed
+
+
+def _one_line(exc: BaseException) -> str:
+    """A per-case error message: a FlipsegError's own words, else ``Type: words``."""
+    msg = str(exc) if isinstance(exc, FlipsegError) else f"{type(exc).__name__}: {exc}"
+    return msg.splitlines()[0] if msg.strip() else type(exc).__name__
+
+
+def _write_error_rows(path: Path, errors: list[tuple[str, str]]) -> None:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["case_id", "error"])
+    w.writerows(errors)
+    atomic_write_text(path, buf.getvalue())
+
+
+def segment_work(state: dict[str, Any], chunk: list[dict[str, Any]], *, method: str, seed: int,
+                 out: str, skip_bad: bool) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """In a worker: segment a chunk of cases and write their files; returns their rows of
+    ``segment.json`` and the cases that failed. A chunk that fails is run again case by
+    case, so one bad case cannot sink the others (``skip_bad``; without it the error is
+    raised, as for ``segment --image``)."""
+    seg = state[method]
+    try:
+        return _segment_and_write(seg, method, chunk, seed, Path(out)), []
+    except Exception:
+        if not skip_bad:
+            raise
+    rows, failed = [], []
+    for c in chunk:
+        try:
+            rows += _segment_and_write(seg, method, [c], seed, Path(out))
+        except Exception as exc:  # noqa: BLE001 - reported per case, the run goes on
+            failed.append((c["case_id"], _one_line(exc)))
+    return rows, failed
+
+
+def _segment_and_write(seg: Any, method: str, cases: list[dict[str, Any]], seed: int,
+                       out: Path) -> list[dict[str, Any]]:
+    """Masks (+ flip's flipped image and curves, flip-vote's voters) of ``cases``, written
+    under ``out``; returns their rows of ``segment.json``."""
     rows = []
     ims, bxs = [c["image"] for c in cases], [c["box"] for c in cases]
     if method == "flip":
         results = seg.model.segment_many(
-            ims, bxs, gt_masks=[c.get("mask") for c in cases], progress=True, seed=args.seed,
+            ims, bxs, gt_masks=[c.get("mask") for c in cases], progress=False, seed=seed,
             batch_size=seg.batch_size,
         )
         for c, r in zip(cases, results):
@@ -405,8 +616,8 @@ def run_segment(args: argparse.Namespace) -> int:
         from flipseg.viz import mask_panels, save_png
 
         # flip-vote: also a picture of its three voters and their vote
-        parts = seg.vote_parts(ims, bxs, seed=args.seed) if hasattr(seg, "vote_parts") else None
-        preds = parts[method] if parts else seg.segment_many(ims, bxs, seed=args.seed)
+        parts = seg.vote_parts(ims, bxs, seed=seed) if hasattr(seg, "vote_parts") else None
+        preds = parts[method] if parts else seg.segment_many(ims, bxs, seed=seed)
         for i, (c, m) in enumerate(zip(cases, preds)):
             _write_result(out, c, np.asarray(m, bool))
             if parts:
@@ -417,9 +628,7 @@ def run_segment(args: argparse.Namespace) -> int:
     for c, row in zip(cases, rows):
         if "given_box" in c:  # --refine-box: the box segmented above is the refined one
             row["given_box"] = str(c["given_box"])
-    atomic_write_text(out / "segment.json", json.dumps(rows, indent=2))
-    print(f"wrote {len(rows)} segmentation(s) to {out}")
-    return 0
+    return rows
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -432,9 +641,46 @@ def run_train(args: argparse.Namespace) -> int:
     spec = recipes().get(args.recipe)
     if spec is None:
         raise FlipsegError(f"unknown training recipe {args.recipe!r}")
+    if getattr(args, "device", None) is not None:
+        _device(args)  # `--device cuda` without a GPU: a one-line error before any work
+    from flipseg.methods.training import launched_world_size
+
+    if launched_world_size() > 1:
+        return _run_train_distributed(args, spec)
     if getattr(args, "fresh", False):
         start_afresh(args.out)
     return int(resolve(spec.train)(args))
+
+
+def _run_train_distributed(args: argparse.Namespace, spec: Any) -> int:
+    """``torchrun --nproc_per_node N -m flipseg.cli train RECIPE ...``: every process joins the
+    process group; rank 0 alone moves an old run aside (``--fresh``), shows progress and
+    prints; the recipe trains with DistributedDataParallel (docs/scale.md)."""
+    import os
+    import sys
+
+    from flipseg.methods import recipes
+    from flipseg.methods.training import close_distributed, init_distributed
+    from flipseg.registry import resolve
+    from flipseg.runs import start_afresh
+
+    if not spec.distributed:
+        able = ", ".join(sorted(r for r, s in recipes().items() if s.distributed))
+        raise FlipsegError(f"flipseg train {args.recipe} runs in one process, not under torchrun "
+                           f"(recipes that do: {able}; Flip scales with more parallel "
+                           "environments, see docs/scale.md)")
+    rank = init_distributed(getattr(args, "device", None))
+    if rank == 0 and getattr(args, "fresh", False):
+        start_afresh(args.out)
+    if rank != 0:
+        args.no_progress = True
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - rank 0 alone prints
+    import torch.distributed as dist
+
+    dist.barrier()
+    code = int(resolve(spec.train)(args))
+    close_distributed()
+    return code
 
 
 def run_classify(args: argparse.Namespace) -> int:

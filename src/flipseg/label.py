@@ -27,6 +27,12 @@ the COCO category. Everything goes under ``--out`` with names of its own (see
 
 ``--out`` is checked before any work: a file, a folder that cannot be written, or a folder
 that is or holds an input is a one-line error.
+
+Scale-out (``docs/scale.md``): ``--workers N`` segments the boxes in N processes and
+``--engine ray`` on a Ray cluster (each worker loads the models once; the masks are those
+of one process); ``--num-parts K --part-id I`` segments only part I of K (whole images)
+into ``done-part-I-of-K.json`` and ``errors-part-I-of-K.csv``, and the run without them
+then writes the formats from every part's masks. ``--device`` puts the networks on the GPU.
 """
 
 from __future__ import annotations
@@ -223,10 +229,12 @@ def _settings(args: argparse.Namespace, method: str) -> dict[str, Any]:
             "seed": int(args.seed)}
 
 
-def _read_manifest(out: Path, settings: dict[str, Any]) -> dict[str, Any]:
-    path = out / MANIFEST
-    if not path.is_file():
-        return {"settings": settings, "cases": {}}
+def _manifest_name(part: tuple[int, int] | None) -> str:
+    """``done.json``, or ``done-part-I-of-K.json`` for part I of K (``--num-parts``)."""
+    return MANIFEST if part is None else f"done-part-{part[1]}-of-{part[0]}.json"
+
+
+def _read_one_manifest(path: Path, out: Path, settings: dict[str, Any]) -> dict[str, Any]:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
@@ -242,10 +250,23 @@ def _read_manifest(out: Path, settings: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-def _save_manifest(out: Path, manifest: dict[str, Any]) -> None:
+def _read_manifest(out: Path, settings: dict[str, Any],
+                   part: tuple[int, int] | None = None) -> dict[str, Any]:
+    """What is done in ``out``: ``done.json`` and every part's ``done-part-I-of-K.json``
+    merged (the run without ``--num-parts`` after the parts reuses their masks)."""
+    files = [out / MANIFEST] + sorted(out.glob("done-part-*-of-*.json"))
+    own = out / _manifest_name(part)
+    manifest: dict[str, Any] = {"settings": settings, "cases": {}}
+    for path in [f for f in files if f != own] + [own]:  # this run's own file last
+        if path.is_file():
+            manifest["cases"].update(_read_one_manifest(path, out, settings)["cases"])
+    return manifest
+
+
+def _save_manifest(out: Path, manifest: dict[str, Any], part: tuple[int, int] | None = None) -> None:
     from flipseg.io_utils import atomic_write_text
 
-    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1))
+    atomic_write_text(out / _manifest_name(part), json.dumps(manifest, indent=1))
 
 
 def _is_done(out: Path, manifest: dict[str, Any], case: dict[str, Any], parts: bool) -> bool:
@@ -311,35 +332,65 @@ def _segment_chunk(seg: Any, method: str, chunk: list[dict[str, Any]], seed: int
     return out
 
 
-def _run_boxes(seg: Any, method: str, todo: list[dict[str, Any]], out: Path,
+def _error_words(exc: BaseException) -> str:
+    msg = str(exc) if isinstance(exc, FlipsegError) else f"{type(exc).__name__}: {exc}"
+    return msg.splitlines()[0] if msg.strip() else type(exc).__name__
+
+
+def label_work(state: dict[str, Any], chunk: list[dict[str, Any]], *, method: str, seed: int,
+               parts: bool) -> list[tuple[np.ndarray, np.ndarray | None, float] | str]:
+    """In a worker (:mod:`flipseg.engines`): each box's ``(mask, disagreement, quality)``, or
+    the one-line error of a box that failed. A chunk that fails is run again box by box so a
+    single bad box cannot sink the others."""
+    seg = state[method]
+    try:
+        return list(_segment_chunk(seg, method, chunk, seed, parts))
+    except Exception:  # noqa: BLE001 - retried one by one below
+        pass
+    out: list[Any] = []
+    for c in chunk:
+        try:
+            out.append(_segment_chunk(seg, method, [c], seed, parts)[0])
+        except Exception as exc:  # noqa: BLE001 - reported per box, the run goes on
+            out.append(_error_words(exc))
+    return out
+
+
+def _work_case(c: dict[str, Any]) -> dict[str, Any]:
+    """What a worker needs of a case (not its mask, files or DICOM geometry)."""
+    return {"case_id": c["case_id"], "image": c["image"], "box": c["box"]}
+
+
+def _run_boxes(engine: Any, method: str, todo: list[dict[str, Any]], out: Path,
                manifest: dict[str, Any], seed: int, parts: bool, progress: bool,
-               errors: list[tuple[str, str]]) -> None:
+               errors: list[tuple[str, str]], part: tuple[int, int] | None = None) -> None:
+    """Segment ``todo`` on ``engine`` (:func:`label_work`), ``CHUNK`` boxes a call (fewer
+    with several workers, so that each gets some), saving each box's mask and the manifest
+    as the chunks finish (in any order)."""
+    from functools import partial
+
     from tqdm.auto import tqdm
 
+    from flipseg.commands import _chunk_size
+
+    size = _chunk_size(len(todo), engine.workers, CHUNK)
+    chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
+    work = partial(label_work, method=method, seed=seed, parts=parts)
     bar = tqdm(total=len(todo), desc=f"label ({method})", unit="box", disable=not progress)
-    for start in range(0, len(todo), CHUNK):
-        chunk = todo[start:start + CHUNK]
-        try:
-            results: list[Any] = _segment_chunk(seg, method, chunk, seed, parts)
-        except Exception:  # retry one by one so a single bad box cannot sink the chunk
-            results = []
-            for c in chunk:
-                try:
-                    results.append(_segment_chunk(seg, method, [c], seed, parts)[0])
-                except Exception as exc:  # noqa: BLE001 - reported per box, the run goes on
-                    msg = str(exc) if isinstance(exc, FlipsegError) else f"{type(exc).__name__}: {exc}"
-                    errors.append((c["case_id"], msg.splitlines()[0] if msg else type(exc).__name__))
-                    tqdm.write(f"skipped case {c['case_id']}: {errors[-1][1]}")
-                    results.append(None)
-        for c, res in zip(chunk, results):
-            if res is None:
+    for res in engine.map(work, [[_work_case(c) for c in ch] for ch in chunks]):
+        chunk = chunks[res.index]
+        results = res.value if res.error is None else [_error_words(res.error)] * len(chunk)
+        for c, got in zip(chunk, results):
+            if isinstance(got, str):
+                errors.append((c["case_id"], got))
+                tqdm.write(f"skipped case {c['case_id']}: {got}")
                 continue
-            if res[0].shape != np.shape(c["image"]):
-                errors.append((c["case_id"], f"mask shape {res[0].shape} != image shape "
+            if got[0].shape != np.shape(c["image"]):
+                errors.append((c["case_id"], f"mask shape {got[0].shape} != image shape "
                                              f"{np.shape(c['image'])}"))
                 continue
-            _save_case(out, manifest, c, res[0], res[1], res[2])
-        _save_manifest(out, manifest)
+            _save_case(out, manifest, c, got[0], got[1], got[2])
+        _save_manifest(out, manifest, part)
         bar.update(len(chunk))
     bar.close()
 
@@ -497,9 +548,13 @@ def _write_worst(out: Path, groups: dict, n: int = 16) -> None:
 
 
 def _write_errors(out: Path, errors: list[tuple[str, str]]) -> None:
+    _write_errors_to(out / "errors.csv", errors)
+
+
+def _write_errors_to(path: Path, errors: list[tuple[str, str]]) -> None:
+    """The failed boxes as ``case_id,error`` rows (an old file removed when none failed)."""
     from flipseg.io_utils import atomic_write_text
 
-    path = out / "errors.csv"
     if not errors:
         if path.is_file():
             path.unlink()
@@ -529,31 +584,86 @@ def _check_formats(formats: list[str], cases: list[dict[str, Any]], dims: int,
                            "--format nnunet")
 
 
+def _has_voters(method: str) -> bool:
+    """Whether ``method``'s segmenter has ``vote_parts`` (flip-vote), without building it."""
+    from flipseg.methods import method_spec
+    from flipseg.registry import resolve
+
+    factory = method_spec(method).factory
+    return factory is not None and hasattr(resolve(factory), "vote_parts")
+
+
+def _finish_part(out: Path, part: tuple[int, int], cases: list[dict[str, Any]],
+                 todo: list[dict[str, Any]], manifest: dict[str, Any],
+                 errors: list[tuple[str, str]], method: str) -> int:
+    """A part of a job array stops after its masks: ``done-part-I-of-K.json`` (+ the cached
+    masks) and ``errors-part-I-of-K.csv``; the run without ``--num-parts`` writes the
+    formats from every part's masks."""
+    name = f"part-{part[1]}-of-{part[0]}"
+    failed = {cid for cid, _m in errors}
+    done = [c for c in cases if c["case_id"] not in failed and c["case_id"] in manifest["cases"]]
+    path = out / f"errors-{name}.csv"
+    _write_errors_to(path, errors)
+    skipped = len(cases) - len(todo)
+    print(f"{method}: {name}: {len(done)} of {len(cases)} box(es) done"
+          + (f" ({skipped} before)" if skipped else "") + f" -> {out / _manifest_name(part)}; "
+          "when every part is done, run the same command without --num-parts/--part-id to "
+          "write the formats (it reuses the parts' masks)")
+    if errors:
+        print(f"{len(errors)} case(s) failed; see {path}")
+        return 3
+    return 0
+
+
 def run_label(args: argparse.Namespace) -> int:
     """``flipseg label`` (see the module docstring). Returns 0, or 3 when some boxes failed
     (listed in ``errors.csv``; the others are written)."""
-    from flipseg.commands import _case_dims, _default_method, _segmenters
+    from functools import partial
+
+    from flipseg.commands import (
+        _case_dims,
+        _default_method,
+        _device,
+        _engine_settings,
+        _part,
+        _segmenter_recipes,
+        _shard_cases,
+        build_segmenters,
+    )
+    from flipseg.engines.options import make_engine
     from flipseg.io_utils import check_out_dir
 
     formats = parse_formats(args.format)
+    _engine_settings(args)
+    part = _part(args)
+    device = _device(args)
     out = Path(args.out)
     check_out_dir(out, inputs=[args.images, args.boxes, args.data_root])
     cases, errors = read_label_cases(args)
+    if part is not None:  # job arrays: the boxes of every other image go to the other parts
+        cases, errors = _shard_cases(cases, part, key=_image_key), (errors if part[1] == 0 else [])
     check_out_dir(out, inputs=[f for c in cases for f in _input_files(c)])
     dims = _case_dims(cases) if cases else 2
     method = args.method or _default_method(args, dims)
     _check_formats(formats, cases, dims, args)
     settings = _settings(args, method)
-    manifest = _read_manifest(out, settings)
+    manifest = _read_manifest(out, settings, part)
     parts = bool(args.ignore_disagreement)
     todo = [c for c in cases if not _is_done(out, manifest, c, parts)]
     if todo:
-        seg = _segmenters([method], args, dims)[method]
-        if parts and not hasattr(seg, "vote_parts"):
+        if parts and not _has_voters(method):
             raise FlipsegError(f"--ignore-disagreement needs a method with voters (flip-vote), "
                                f"not {method}")
-        _run_boxes(seg, method, todo, out, manifest, args.seed, parts,
-                   not args.no_progress, errors)
+        setup = partial(build_segmenters, _segmenter_recipes([method], args, dims), device=device)
+        with make_engine(setup, args, device=device) as engine:
+            if engine.describe != "this process":
+                print(f"label: the boxes run in {engine.describe}")
+            _run_boxes(engine, method, todo, out, manifest, args.seed, parts,
+                       not args.no_progress, errors, part)
+    if part is not None:
+        return _finish_part(out, part, cases, todo, manifest, errors, method)
+    if cases:
+        _save_manifest(out, manifest)  # done.json: every box, the parts' too
     failed = {cid for cid, _m in errors}
     done = [c for c in cases if c["case_id"] not in failed and c["case_id"] in manifest["cases"]]
     groups: dict[tuple[str, Any], list[tuple[dict, np.ndarray, np.ndarray | None]]] = {}

@@ -98,6 +98,8 @@ class MethodSpec:
     """``fn(parser)``: the recipe's own command-line options."""
     train: str | None = None
     """``fn(args) -> exit code``: the recipe."""
+    distributed: bool = False
+    """The recipe trains under ``torchrun --nproc_per_node N`` (DistributedDataParallel)."""
     options: tuple[tuple[str, str, str], ...] = ()
     """Extra ``segment``/``evaluate`` options: ``(flag, factory keyword, help)``."""
     default_for: tuple[int, ...] = ()

@@ -47,6 +47,24 @@ class Segmenter:
     ) -> list[np.ndarray]:
         return [self.segment(im, b, seed=seed) for im, b in zip(images, boxes)]
 
+    def to_device(self, device: str) -> list[str]:
+        """Move the segmenter's networks to the torch ``device`` (``"cpu"``, ``"cuda"``).
+
+        The default moves every attribute that has a ``to_device`` method (a trained model,
+        another segmenter: a composite's voters) and returns what stayed where it was: the
+        names of the attributes that hold networks they cannot move (a ``net``,
+        ``network``, ``agent`` or ``scorer`` without ``to_device``). A segmenter without
+        networks (the baselines) has nothing to move.
+        """
+        stayed: list[str] = []
+        for key, value in vars(self).items():
+            mover = getattr(value, "to_device", None)
+            if callable(mover):
+                stayed += [f"{key}.{s}" for s in (mover(device) or [])]
+            elif any(hasattr(value, a) for a in ("net", "network", "agent", "scorer")):
+                stayed.append(key)
+        return stayed
+
 
 class FunctionSegmenter(Segmenter):
     """Wrap ``fn(image, box, *, rng, **opts) -> mask`` as a segmenter."""

@@ -29,6 +29,7 @@ __all__ = [
     "lazy_exports",
     "resolve_run_config",
     "run_box_recipe",
+    "train_device",
 ]
 
 C = TypeVar("C")
@@ -212,7 +213,7 @@ def run_box_recipe(args: argparse.Namespace, cfg_cls: type[C], word: str, what: 
     Reads the cases (:func:`flipseg.runs.read_box_cases`), resolves the configuration
     (:func:`resolve_run_config`), holds out ``--val-cases`` and records the run's data
     (:func:`flipseg.runs.hold_out_boxes`), then calls ``train(train, val, cfg, out,
-    progress=...)``.
+    progress=..., device=...)`` (``--device``, default ``auto``).
 
     Parameters
     ----------
@@ -229,6 +230,12 @@ def run_box_recipe(args: argparse.Namespace, cfg_cls: type[C], word: str, what: 
         raise FlipsegError(f"{word} trains on 2D images; dataset {dataset!r} holds volumes")
     cfg = resolve_run_config(cfg_cls, args, word)
     train_s, val_s = runs.hold_out_boxes(args, samples, dataset, cfg.seed, what)  # type: ignore[attr-defined]
-    path = train(train_s, val_s, cfg, args.out, progress=not args.no_progress)
+    path = train(train_s, val_s, cfg, args.out, progress=not args.no_progress,
+                 device=train_device(args))
     print(f"model written to {path}")
     return 0
+
+
+def train_device(args: argparse.Namespace) -> str:
+    """The ``--device`` of ``flipseg train RECIPE`` (``auto`` when not given)."""
+    return getattr(args, "device", None) or "auto"

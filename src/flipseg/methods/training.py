@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Collection, Mapping, Sequence
+from typing import Any, Callable, Collection, Mapping, Sequence, TypeVar
 
 import torch
 from tqdm.auto import tqdm
@@ -29,7 +31,13 @@ from flipseg.io_utils import atomic_save, atomic_write_text
 __all__ = [
     "LOG_FILE",
     "NetworkBundle",
+    "Placement",
+    "close_distributed",
+    "init_distributed",
+    "launched_world_size",
+    "placement",
     "cpu_state",
+    "device_of",
     "epoch_state",
     "final_model",
     "load_checkpoint",
@@ -46,6 +54,148 @@ __all__ = [
 
 #: The per-epoch log of every run folder.
 LOG_FILE = "train_log.csv"
+T = TypeVar("T")
+
+
+# ------------------------------------------------- device and processes
+def launched_world_size() -> int:
+    """How many processes ``torchrun`` started for this run (``WORLD_SIZE``; 1 without it)."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        raise FlipsegError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not a number") from None
+
+
+def device_of(net: torch.nn.Module) -> torch.device:
+    """The device of ``net``'s parameters (the CPU for a module without any)."""
+    first = next(iter(net.parameters()), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+def init_distributed(device: str | None) -> int:
+    """Join the ``torchrun`` process group (gloo on the CPU, nccl on GPUs) when this process
+    is one of several; returns this process's rank (0 when started alone)."""
+    import torch.distributed as dist
+
+    from flipseg.devices import resolve_device
+
+    if launched_world_size() == 1 or (dist.is_available() and dist.is_initialized()):
+        return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    if not dist.is_available():
+        raise FlipsegError("this PyTorch build has no torch.distributed: run one process")
+    cuda = resolve_device(device).startswith("cuda")
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend="nccl" if cuda else "gloo")
+    return dist.get_rank()
+
+
+def close_distributed() -> None:
+    """Wait for every process, then leave the process group (no-op when alone)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one training process runs: its torch device and its place among the processes
+    of a ``torchrun`` launch (rank 0 of 1 when it runs alone).
+
+    With several processes every one holds the whole model (DistributedDataParallel
+    averages the gradients), takes its share of each batch (:meth:`share`), and only rank 0
+    (:attr:`main`) writes checkpoints, bundles and logs.
+    """
+
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        """True for the process that writes the run folder (rank 0)."""
+        return self.rank == 0
+
+    def wrap(self, net: torch.nn.Module, *, unused: bool = False) -> torch.nn.Module:
+        """``net`` in :class:`~torch.nn.parallel.DistributedDataParallel` with several
+        processes, else ``net`` itself. ``unused``: some steps leave parameters without a
+        gradient (a decoder without targets in a batch). Save and load ``net``, not the
+        wrapper."""
+        if self.world == 1:
+            return net
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index if self.device.index is not None else 0] \
+            if self.device.type == "cuda" else None
+        return DistributedDataParallel(net, device_ids=ids, find_unused_parameters=unused)
+
+    def share(self, batch: torch.Tensor) -> torch.Tensor:
+        """This process's share of one global batch of sample indices ``[B]``: the positions
+        a :class:`~torch.utils.data.DistributedSampler` over the batch gives this rank
+        (``rank, rank + world, ...``, padded so every process gets as many). Together the
+        processes take the batch one process would: the same steps, the same global batch."""
+        if self.world == 1:
+            return batch
+        from torch.utils.data import DistributedSampler
+
+        sampler = DistributedSampler(range(len(batch)), num_replicas=self.world, rank=self.rank,
+                                     shuffle=False)
+        return batch[torch.as_tensor(list(sampler), dtype=torch.long)]
+
+    def too_small(self, batch_len: int) -> bool:
+        """A batch too small to train on with batch norm: fewer than two images per process."""
+        return batch_len < 2 * self.world
+
+    def mean(self, value: float) -> float:
+        """``value`` averaged over the processes (for the log)."""
+        if self.world == 1:
+            return float(value)
+        import torch.distributed as dist
+
+        t = torch.tensor([float(value)], dtype=torch.float64,
+                         device=self.device if self.device.type == "cuda" else "cpu")
+        dist.all_reduce(t)
+        return float(t.item()) / self.world
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def main_first(self, fn: Callable[[], T]) -> T:
+        """``fn()`` on rank 0 first, then on the others (which find its files: caches of
+        pseudo masks, a trained classifier) - one process does the work."""
+        if self.world == 1:
+            return fn()
+        if self.main:
+            out = fn()
+            self.barrier()
+            return out
+        self.barrier()
+        return fn()
+
+
+def placement(device: str | None = None) -> Placement:
+    """This process's :class:`Placement`: the device ``device`` names (``auto``/None: the GPU
+    when there is one; :func:`flipseg.devices.resolve_device`) - with several processes on
+    GPUs, GPU ``LOCAL_RANK`` - and its rank in the process group (:func:`init_distributed`)."""
+    import torch.distributed as dist
+
+    from flipseg.devices import resolve_device
+
+    name = resolve_device(device)
+    if dist.is_available() and dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+        if name.startswith("cuda") and world > 1:
+            name = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        return Placement(torch.device(name), rank, world)
+    if launched_world_size() > 1:
+        raise FlipsegError("started by torchrun but not joined to its process group: run "
+                           "`torchrun ... -m flipseg.cli train RECIPE ...`")
+    return Placement(torch.device(name))
 
 
 def set_threads(n: int) -> None:
@@ -260,6 +410,14 @@ class NetworkBundle:
         if state_dict is not None:
             self.net.load_state_dict(state_dict)
         self.net.eval()
+        self.device = torch.device("cpu")
+
+    def to_device(self, device: str | torch.device) -> list[str]:
+        """Move the network to ``device``; predictions then run there (inputs are moved in,
+        outputs back to the CPU). Returns the parts left behind: none."""
+        self.device = torch.device(device)
+        self.net.to(self.device)
+        return []
 
     def build(self, cfg: Any) -> torch.nn.Module:
         raise NotImplementedError

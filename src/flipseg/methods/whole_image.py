@@ -113,13 +113,14 @@ def whole_image_maps(
     to_batch
         Images -> network input ``[B, C, S, S]`` (e.g. :func:`images_to_batch`).
     probability
-        Network input -> probabilities ``[B, S, S]`` (e.g. the sigmoid of the lesion logits).
+        Network input -> probabilities ``[B, S, S]`` (e.g. the sigmoid of the lesion logits),
+        on any device (they are brought back to the CPU).
     batch_size
         Images per network call.
     """
     out: list[np.ndarray] = []
     for chunk, x in image_batches(images, batch_size, to_batch):
-        out += maps_at_images(probability(x).numpy(), chunk)
+        out += maps_at_images(probability(x).cpu().numpy(), chunk)
     return out
 
 
@@ -162,6 +163,14 @@ class WholeImageModel:
             self.net.load_state_dict(state_dict)
         self.net.eval()
         self.meta = dict(meta or {})
+        self.device = torch.device("cpu")
+
+    def to_device(self, device: str | torch.device) -> list[str]:
+        """Move the network to ``device``: :meth:`input_batch` puts the inputs there and the
+        maps come back to the CPU. Returns the parts left behind: none."""
+        self.device = torch.device(device)
+        self.net.to(self.device)
+        return []
 
     def build_network(self, cfg: Any) -> nn.Module:
         """The (randomly initialised) network described by ``cfg``."""
@@ -186,9 +195,10 @@ class WholeImageModel:
                 "state_dict": cpu_state(sd)}
 
     def input_batch(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        """The network input ``[B, 1, S, S]`` of 2D images (:func:`images_to_batch`)."""
+        """The network input ``[B, 1, S, S]`` of 2D images (:func:`images_to_batch`), on the
+        model's device."""
         return images_to_batch(images, self.cfg.input_size, what=self.input_what,
-                               normalize=getattr(self.cfg, "normalize", "none"))
+                               normalize=getattr(self.cfg, "normalize", "none")).to(self.device)
 
     def prepare(self) -> None:
         """Before predicting: the configuration's torch threads, the network in eval mode."""

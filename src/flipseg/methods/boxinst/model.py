@@ -40,6 +40,7 @@ from flipseg.methods.training import (
     epoch_state,
     final_model,
     open_run,
+    placement,
     resume_epochs,
     save_epoch,
     set_threads,
@@ -190,8 +191,8 @@ class BoxInstModel(NetworkBundle):
             ims = images[start : start + batch_size]
             bxs = boxes[start : start + batch_size]
             crops = [crop_box(im, b, self.cfg) for im, b in zip(ims, bxs)]
-            x = torch.from_numpy(np.stack([c[0] for c in crops])[:, None])
-            prob = torch.sigmoid(self.net(x))[:, 0].numpy()
+            x = torch.from_numpy(np.stack([c[0] for c in crops])[:, None]).to(self.device)
+            prob = torch.sigmoid(self.net(x))[:, 0].cpu().numpy()
             for im, b, (_, _, _, view), p in zip(ims, bxs, crops, prob):
                 m_view = resize(p, view.shape) > self.cfg.threshold
                 full = np.zeros(np.shape(im), bool)
@@ -337,13 +338,23 @@ def train_boxinst(
     run_dir: str | Path,
     *,
     progress: bool = True,
+    device: str | None = "cpu",
 ) -> Path:
-    """Train from the boxes of ``train`` (masks unused); returns the model file path."""
+    """Train from the boxes of ``train`` (masks unused); returns the model file path.
+
+    ``device``: ``cpu``, ``cuda`` or ``auto`` (:func:`~flipseg.methods.training.placement`).
+    Under ``torchrun --nproc_per_node N`` the N processes train one model together
+    (DistributedDataParallel; each takes its share of every batch, so the steps and the
+    global batch are those of one process) and rank 0 alone writes the run folder.
+    """
+    place = placement(device)
     run, state = open_run(run_dir, CHECKPOINT, cfg.to_dict(), resumable=("epochs",))
     set_threads(max(1, cfg.num_threads))
     torch.manual_seed(cfg.seed)
     model = BoxInstModel(cfg)
+    model.to_device(place.device)
     net = model.net
+    trained = place.wrap(net)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, int(np.ceil(len(train) / cfg.batch_size)))
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -354,11 +365,12 @@ def train_boxinst(
     train = [{"image": s["image"], "box": s["box"].validate(np.shape(s["image"])),
               "mask": s.get("mask")} for s in train]
     # a finished run re-run trains no epoch: no pseudo masks to read back
-    targets = _targets(train, cfg, run, progress) if start < cfg.epochs else None
+    targets = (place.main_first(lambda: _targets(train, cfg, run, progress and place.main))
+               if start < cfg.epochs else None)
     for epoch in range(start, cfg.epochs):
         t0 = time.time()
         x, xs, bm, tg = _stack(train, cfg, np.random.default_rng([cfg.seed, epoch]), targets)
-        net.train()
+        trained.train()
         g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         order = torch.randperm(len(x), generator=g)
         flips = torch.rand(len(x), generator=g) < 0.5
@@ -366,12 +378,12 @@ def train_boxinst(
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not progress, leave=False)
         for i in bar:
-            idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+            idx = place.share(order[i * cfg.batch_size : (i + 1) * cfg.batch_size])
             f = flips[idx][:, None, None, None]
-            xb, sb, bb = (torch.where(f, t[idx].flip(-1), t[idx]) for t in (x, xs, bm))
-            logits = net(xb)
+            xb, sb, bb = (torch.where(f, t[idx].flip(-1), t[idx]).to(place.device) for t in (x, xs, bm))
+            logits = trained(xb)
             if tg is not None:  # pseudo or true masks: a plain segmentation loss
-                loss = mask_loss(logits, torch.where(f, tg[idx].flip(-1), tg[idx]))
+                loss = mask_loss(logits, torch.where(f, tg[idx].flip(-1), tg[idx]).to(place.device))
                 parts = {}
             else:
                 lp = projection_loss(logits, bb)
@@ -388,8 +400,8 @@ def train_boxinst(
             bar.set_postfix(loss=f"{loss.item():.3f}")
         bar.close()
         row: dict[str, float] = {"epoch": epoch + 1}
-        row.update({k: v / steps_per_epoch for k, v in tot.items()})
-        if val:
+        row.update({k: place.mean(v) / steps_per_epoch for k, v in tot.items()})
+        if val and place.main:
             preds = model.segment_many([s["image"] for s in val], [s["box"] for s in val])
             # the share of each held-out box the U-Net marks: needs no mask, and shows a collapse
             row["val_fill"] = float(np.mean([p.sum() / s["box"].size for p, s in zip(preds, val)]))
@@ -398,8 +410,11 @@ def train_boxinst(
                 row["val_dice"] = float(np.mean([compute_dice(p, m) for p, m in scored]))
         row["seconds"] = time.time() - t0
         log.append(row)
-        state = epoch_state(cfg.to_dict(), saved_parts, epoch, log)
-        save_epoch(run, (CHECKPOINT, state), (MODEL_FILE, model.bundle()), log, progress=progress)
+        if place.main:
+            state = epoch_state(cfg.to_dict(), saved_parts, epoch, log)
+            save_epoch(run, (CHECKPOINT, state), (MODEL_FILE, model.bundle()), log, progress=progress)
+    if not place.main:
+        return run / MODEL_FILE
     if log and log[-1].get("val_fill", 1.0) < COLLAPSED_FILL:
         print(f"warning: the trained U-Net marks {log[-1]['val_fill']:.0%} of the held-out boxes "
               "(a lesion fills about 75 %): training collapsed; try more epochs or a longer "

@@ -37,5 +37,6 @@ register_method(MethodSpec(
                 "supervision=pseudo fits it to flip-vote's masks of the boxes, supervision=mask "
                 "to the true masks)",
     add_train_args="flipseg.methods.boxinst.spec:add_boxinst_args",
-    train="flipseg.methods.boxinst.model:train_boxinst_cli", source=__name__,
+    train="flipseg.methods.boxinst.model:train_boxinst_cli", distributed=True,
+    source=__name__,
 ))

@@ -184,8 +184,8 @@ class BoxRefiner(NetworkBundle):
             for start in range(0, len(out), batch_size):
                 chunk = range(start, min(len(out), start + batch_size))
                 x = torch.from_numpy(np.stack([crop_around(images[i], out[i], self.cfg)
-                                               for i in chunk])[:, None])
-                corr = self.net(x).numpy() / _TARGET_SCALE
+                                               for i in chunk])[:, None]).to(self.device)
+                corr = self.net(x).cpu().numpy() / _TARGET_SCALE
                 for i, c in zip(chunk, corr):
                     out[i] = _apply(out[i], c, np.shape(images[i]))
         return out
@@ -261,15 +261,20 @@ def train_box_refiner(
     run_dir: str | Path,
     *,
     progress: bool = True,
+    device: str | None = "cpu",
 ) -> Path:
     """Train from the (tight) boxes of ``train``; ``val`` boxes, shifted by ``cfg.val_shift``
-    with a fixed seed, give the validation edge error. Returns the model file path."""
+    with a fixed seed, give the validation edge error. Returns the model file path.
+
+    ``device``: ``cpu``, ``cuda`` or ``auto``. One process (the network is small)."""
     from flipseg.boxes import shifted_boxes
+    from flipseg.devices import resolve_device
 
     run, state = open_run(run_dir, CHECKPOINT, cfg.to_dict(), resumable=("epochs",))
     set_threads(max(1, cfg.num_threads))
     torch.manual_seed(cfg.seed)
     model = BoxRefiner(cfg)
+    model.to_device(resolve_device(device))
     net = model.net
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = max(1, int(np.ceil(len(train) / cfg.batch_size)))
@@ -292,6 +297,7 @@ def train_box_refiner(
                    leave=False)
         for i in bar:
             x, y = _batch(train, order[i * cfg.batch_size : (i + 1) * cfg.batch_size], cfg, rng)
+            x, y = x.to(model.device), y.to(model.device)
             loss = torch.nn.functional.smooth_l1_loss(net(x), y * _TARGET_SCALE, beta=0.5)
             opt.zero_grad()
             loss.backward()

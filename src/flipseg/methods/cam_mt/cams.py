@@ -513,12 +513,16 @@ def train_cam_classifier(
     run_dir: str | Path,
     *,
     progress: bool = True,
+    device: str | None = "cpu",
 ) -> Path:
     """Train the tumor-vs-normal classifier on image-level labels only; returns the bundle path.
 
-    Labels come from :func:`is_tumor`; masks and boxes are never read. Raises FlipsegError
-    when one of the two classes is missing.
+    Labels come from :func:`is_tumor`; masks and boxes are never read. ``device``: ``cpu``,
+    ``cuda`` or ``auto`` (one process). Raises FlipsegError when one of the two classes is
+    missing.
     """
+    from flipseg.devices import resolve_device
+
     run, state = open_run(run_dir, CHECKPOINT, cfg.to_dict(), resumable=("epochs",))
     labels = torch.tensor([TUMOR if is_tumor(s) else NORMAL for s in samples], dtype=torch.long)
     counts = torch.bincount(labels, minlength=2)
@@ -530,8 +534,10 @@ def train_cam_classifier(
     set_threads(max(1, cfg.num_threads))
     torch.manual_seed(cfg.seed)
     model = CamClassifier(cfg)
+    dev = torch.device(resolve_device(device))
+    model.to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
-    weights = (len(labels) / (2.0 * counts.float())) if cfg.balance_classes else None
+    weights = (len(labels) / (2.0 * counts.float())).to(dev) if cfg.balance_classes else None
     saved_parts = {"net": model, "opt": opt}
     start, log = resume_epochs(state, saved_parts)
     if state is None and cfg.backbone_weights:
@@ -554,14 +560,14 @@ def train_cam_classifier(
             xb = torch.where(flips[idx][:, None, None, None], x_all[idx].flip(-1), x_all[idx])
             if cfg.augment:
                 xb = augment_classifier_batch(xb, g)
-            outputs = model.branch_outputs(xb)
-            loss, parts = cam_classifier_loss(outputs, labels[idx], class_weights=weights,
+            outputs = model.branch_outputs(xb.to(dev))
+            loss, parts = cam_classifier_loss(outputs, labels[idx].to(dev), class_weights=weights,
                                               cam_loss_weight=cfg.cam_loss_weight)
             opt.zero_grad()
             loss.backward()
             opt.step()
             mean_logits = torch.stack([lg for lg, _ in outputs]).mean(0).detach()
-            tot["correct"] += float((mean_logits.argmax(1) == labels[idx]).sum())
+            tot["correct"] += float((mean_logits.argmax(1).cpu() == labels[idx]).sum())
             tot["loss"] += loss.item()
             tot["ce"] += parts["ce"]
             tot["cam_l1"] += parts["cam_l1"]

@@ -100,7 +100,8 @@ def train_cam_mt_cli(args: argparse.Namespace) -> int:
     atomic_write_text(out / "split.json", json.dumps(
         {"train": [s["case_id"] for s in train], "test": [s["case_id"] for s in test]}, indent=2))
     print(f"cam-mt: {len(train)} training images ({len(test)} held out), engine {cfg.engine} -> {out}")
-    summary = run_cam_mt(train, cfg, out, test_samples=test, progress=not args.no_progress)
+    summary = run_cam_mt(train, cfg, out, test_samples=test, progress=not args.no_progress,
+                         device=getattr(args, "device", None) or "auto")
     print(f"selection kept {summary['n_selected']} of {summary['n_tumor']} training tumor images")
     if summary.get("test"):
         t = summary["test"]

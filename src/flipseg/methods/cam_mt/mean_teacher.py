@@ -41,6 +41,7 @@ from flipseg.methods.training import (
     epoch_state,
     final_model,
     open_run,
+    placement,
     resume_epochs,
     save_epoch,
     set_threads,
@@ -217,6 +218,15 @@ class CamMTModel:
             p.requires_grad_(False)
         self.student.eval()
         self.teacher.eval()
+        self.device = torch.device("cpu")
+
+    def to_device(self, device: str | torch.device) -> list[str]:
+        """Move student and teacher to ``device`` (predictions bring their maps back to the
+        CPU). Returns the parts left behind: none."""
+        self.device = torch.device(device)
+        self.student.to(self.device)
+        self.teacher.to(self.device)
+        return []
 
     @classmethod
     def load(cls, path: str | Path) -> "CamMTModel":
@@ -243,7 +253,8 @@ class CamMTModel:
                       batch_size: int = 16) -> list[np.ndarray]:
         """Tumor probability maps (float32, each image's shape)."""
         net = self.network(which).eval()
-        return whole_image_maps(list(images), lambda chunk: _images(chunk, self.cfg.image_size),
+        return whole_image_maps(list(images),
+                                lambda chunk: _images(chunk, self.cfg.image_size).to(self.device),
                                 lambda x: torch.softmax(net(x), 1)[:, 1], batch_size=batch_size)
 
     def predict(self, images: Sequence[np.ndarray], *, which: str | None = None,
@@ -289,12 +300,17 @@ def train_mean_teacher(
     val_images: Sequence[np.ndarray] = (),
     val_masks: Sequence[np.ndarray] = (),
     progress: bool = True,
+    device: str | None = "cpu",
 ) -> Path:
     """Train student and teacher; returns the bundle path (``cam_mt_model.safetensors``).
 
     ``labeled_masks`` are the (pseudo) labels of ``labeled_images``; ``unlabeled_images``
     only enter the consistency term (ignored when ``cfg.supervised``). Validation images,
     when given, add the mean tumor IoU of the predicting network to the log.
+
+    ``device``: ``cpu``, ``cuda`` or ``auto``. Under ``torchrun --nproc_per_node N`` the N
+    processes train one student (DistributedDataParallel, each its share of every batch,
+    every process keeping the same teacher) and rank 0 writes the run folder.
 
     Raises FlipsegError when there is no labelled image or images and masks differ in number.
     """
@@ -303,11 +319,14 @@ def train_mean_teacher(
     if not len(labeled_images):
         raise FlipsegError("Mean Teacher needs at least one labelled image (the selection kept none: "
                            "try a lower selection.iou_threshold)")
+    place = placement(device)
     run, state = open_run(run_dir, CHECKPOINT, cfg.to_dict(), resumable=("epochs",))
     set_threads(max(1, cfg.num_threads))
     torch.manual_seed(cfg.seed)
     model = CamMTModel(cfg)
+    model.to_device(place.device)
     student, teacher = model.student, model.teacher
+    trained = place.wrap(student)
     opt = torch.optim.Adam(student.parameters(), lr=cfg.lr, betas=(0.9, 0.999),
                            weight_decay=cfg.weight_decay)
     saved_parts = {"student": student, "teacher": teacher, "opt": opt}
@@ -320,12 +339,14 @@ def train_mean_teacher(
     lb = cfg.batch_size if nu == 0 else min(cfg.labeled_batch_size, cfg.batch_size)
     ub = cfg.batch_size - lb
     steps = max(1, int(np.ceil((nl + nu) / cfg.batch_size)))
+    mine = place.share(torch.arange(lb + ub))  # this process's places in every batch (labelled first)
+    mine_l = mine[mine < lb]
     for epoch in range(start, cfg.epochs):
         t0 = time.time()
         g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         perm_l = torch.randperm(nl, generator=g)
         perm_u = torch.randperm(nu, generator=g) if nu else torch.zeros(0, dtype=torch.long)
-        student.train()
+        trained.train()
         teacher.train()
         keys = ("loss", "sup", "ce", "dice", "mse")
         tot = dict.fromkeys(keys, 0.0)
@@ -339,11 +360,14 @@ def train_mean_teacher(
                 xb = torch.cat([xb, xu[iu]])
             xb, yb = augment_batch(xb, yb, cfg, g)
             beta = consistency_weight(epoch + i / steps, cfg)
-            student_logits = student(xb)  # [B, 2, S, S]
-            teacher_logits = None
+            noise = None
             if not cfg.supervised:
                 noise = (torch.randn(xb.shape, generator=g) * cfg.teacher_noise).clamp(
-                    -2 * cfg.teacher_noise, 2 * cfg.teacher_noise)
+                    -2 * cfg.teacher_noise, 2 * cfg.teacher_noise)[mine].to(place.device)
+            xb, yb = xb[mine].to(place.device), yb[mine_l].to(place.device)
+            student_logits = trained(xb)  # [B, 2, S, S]
+            teacher_logits = None
+            if noise is not None:
                 with torch.no_grad():
                     teacher_logits = teacher(xb + noise)
             loss, parts = mean_teacher_loss(student_logits, teacher_logits, yb, beta)
@@ -359,14 +383,17 @@ def train_mean_teacher(
         bar.close()
         student.eval()
         teacher.eval()
-        row: dict[str, Any] = {"epoch": epoch + 1, **{k: v / steps for k, v in tot.items()},
+        row: dict[str, Any] = {"epoch": epoch + 1, **{k: place.mean(v) / steps for k, v in tot.items()},
                                "beta": consistency_weight(epoch + 1, cfg)}
-        if len(val_images):
+        if len(val_images) and place.main:
             preds = model.predict(list(val_images))
             row["val_tumor_iou"] = float(np.mean([compute_iou(p, m) for p, m in zip(preds, val_masks)]))
         row["seconds"] = time.time() - t0
         log.append(row)
-        state = epoch_state(cfg.to_dict(), saved_parts, epoch, log, step=step)
-        save_epoch(run, (CHECKPOINT, state), (MODEL_FILE, model.bundle()), log, progress=progress,
-                   label="mean teacher ")
+        if place.main:
+            state = epoch_state(cfg.to_dict(), saved_parts, epoch, log, step=step)
+            save_epoch(run, (CHECKPOINT, state), (MODEL_FILE, model.bundle()), log, progress=progress,
+                       label="mean teacher ")
+    if not place.main:
+        return run / MODEL_FILE
     return final_model(run / MODEL_FILE, model.bundle)

@@ -157,6 +157,7 @@ def prepare_pseudo_labels(
     engine: Segmenter | None = None,
     which: str = "selected",
     progress: bool = True,
+    device: str | None = "cpu",
 ) -> PseudoLabels:
     """Steps 1-3: classifier, CAMs and selection of V, pseudo masks from the broader ROIs.
 
@@ -169,11 +170,13 @@ def prepare_pseudo_labels(
         when a mask is missing)
     which : pseudo masks for the ``selected`` images (the method) or for ``all`` images
         with an ROI (the Pseudo-Whole row)
+    device : where the classifier trains (``cpu``, ``cuda``, ``auto``)
     """
     if which not in ("selected", "all"):
         raise FlipsegError(f"which={which!r} must be 'selected' or 'all'")
     run = Path(run_dir)
-    clf_path = train_cam_classifier(train_samples, cfg.classifier, run / "classifier", progress=progress)
+    clf_path = train_cam_classifier(train_samples, cfg.classifier, run / "classifier", progress=progress,
+                                    device=device)
     model = load_cam_classifier_model(clf_path)
     tumor = [s for s in train_samples if is_tumor(s)]
     cams = compute_cams(model, [s["image"] for s in tumor])
@@ -232,6 +235,7 @@ def run_cam_mt(
     test_samples: Sequence[dict[str, Any]] = (),
     engine: Segmenter | None = None,
     progress: bool = True,
+    device: str | None = "cpu",
 ) -> dict[str, Any]:
     """The whole method: steps 1-4, then the test scores (when test images are given).
 
@@ -239,16 +243,27 @@ def run_cam_mt(
     pseudo-mask IoU on L when reference masks are known, and ``test`` scores
     (:func:`evaluate_segmentations`) of the predicting network on the test tumor images.
     The trained model loads with ``CamMTModel.load(run_dir)``.
+
+    ``device``: ``cpu``, ``cuda`` or ``auto``. Under ``torchrun --nproc_per_node N`` rank 0
+    runs steps 1-3 (the others then read its files), the N processes train the Mean
+    Teacher U-Net together and rank 0 scores and writes the summary.
     """
+    from flipseg.methods.training import placement
+
+    place = placement(device)
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run / "config.json", json.dumps(cfg.to_dict(), indent=2))
-    pl = prepare_pseudo_labels(train_samples, cfg, run, engine=engine, progress=progress)
+    if place.main:
+        atomic_write_text(run / "config.json", json.dumps(cfg.to_dict(), indent=2))
+    pl = place.main_first(lambda: prepare_pseudo_labels(
+        train_samples, cfg, run, engine=engine, progress=progress and place.main, device=device))
     labeled = [s for s in pl.selected if s["case_id"] in pl.masks]
     unlabeled = pl.unselected
     train_mean_teacher([s["image"] for s in labeled], [pl.masks[s["case_id"]] for s in labeled],
                        [s["image"] for s in unlabeled], cfg.mean_teacher, run / "mean_teacher",
-                       progress=progress)
+                       progress=progress, device=device)
+    if not place.main:
+        return {"n_train": len(train_samples), "n_tumor": len(pl.tumor), "n_selected": len(labeled)}
     summary: dict[str, Any] = {
         "n_train": len(train_samples), "n_tumor": len(pl.tumor), "n_selected": len(labeled),
         "n_unselected": len(unlabeled), "engine": cfg.engine,

@@ -40,7 +40,8 @@ register_method(MethodSpec(
     recipe_help="segmentation from image-level labels: CAM image selection, pseudo masks from a "
                 "box engine, Mean Teacher U-Net (paper 002)",
     add_train_args="flipseg.methods.cam_mt.cli:add_cam_mt_args",
-    train="flipseg.methods.cam_mt.cli:train_cam_mt_cli", source=__name__,
+    train="flipseg.methods.cam_mt.cli:train_cam_mt_cli", distributed=True,
+    source=__name__,
 ))
 
 register_method(MethodSpec(

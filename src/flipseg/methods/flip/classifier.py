@@ -241,7 +241,9 @@ def _save_checkpoint(path: Path, cfg: ClassifierConfig, network: torch.nn.Module
 
 def _save_model(path: Path, cfg: ClassifierConfig, network: torch.nn.Module, epoch: int,
                 history: list) -> None:
-    save_bundle(path, {"format": _FORMAT, "config": cfg.to_dict(), "state_dict": network.state_dict(),
+    # the model file runs on the CPU wherever it was trained
+    save_bundle(path, {"format": _FORMAT, "config": {**cfg.to_dict(), "device": "cpu"},
+                       "state_dict": network.state_dict(),
                        "epoch": epoch, "history": history})
 
 

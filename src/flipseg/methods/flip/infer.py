@@ -71,6 +71,21 @@ class FlipModel:
         self.scorer = make_scorer(self.classifier_net)
         self.classifier_config = ccfg
 
+    def to_device(self, device: str) -> list[str]:
+        """Move the Q-network and the classifier to ``device``; the classifier's scorer takes
+        CPU tensors and returns CPU scores as before. Returns what stayed behind (nothing)."""
+        self.cfg = self.cfg.with_overrides(device=str(device))
+        self.agent.device = str(device)
+        self.agent.q_network.to(device)
+        self.classifier_net.to(device)
+        on_device = make_scorer(self.classifier_net)
+
+        def scorer(x: torch.Tensor) -> torch.Tensor:
+            return on_device(x.to(device)).cpu()
+
+        self.scorer = scorer if str(device) != "cpu" else on_device
+        return []
+
     @classmethod
     def load(cls, path: str | Path) -> "FlipModel":
         bundle = read_bundle(path, "flip_model.safetensors", "flipseg-flip-1", "Flip Learning model")

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from flipseg import runs
+from flipseg.devices import resolve_device
 from flipseg.errors import FlipsegError
 from flipseg.methods.flip.classifier import (
     CLASSIFIER_3D_PRESET,
@@ -27,7 +28,7 @@ from flipseg.methods.flip.classifier import (
 from flipseg.methods.flip.config import FlipConfig, default_config
 from flipseg.methods.flip.curriculum import level_for_epoch
 from flipseg.methods.flip.eraser import choose_eraser_sources
-from flipseg.methods.flip.infer import FlipModel, make_scorer
+from flipseg.methods.flip.infer import FlipModel
 from flipseg.methods.flip.train import MODEL_FILE, BoxCase, FlipTrainer
 from flipseg.metrics import compute_dice
 
@@ -70,12 +71,12 @@ def train_flip(
         list(train_samples), list(val_samples), ccfg, run / "classifier", progress=progress
     )
     net = classifier.network
-    scorer = make_scorer(net)
+    scorer = classifier.scorer()  # on the classifier's device; scores come back to the CPU
     train_cases = box_cases(train_samples, scorer, cfg, keep_masks=False)
     val_cases = box_cases(val_samples, scorer, cfg, keep_masks=True)
     trainer = FlipTrainer(
         cfg, scorer, run,
-        classifier_state={"config": asdict(ccfg),
+        classifier_state={"config": {**asdict(ccfg), "device": "cpu"},
                           "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
                           "report": report},
         progress=progress,
@@ -96,6 +97,15 @@ def train_flip(
     return run / MODEL_FILE
 
 
+def _device_flag(args: argparse.Namespace, sets: Sequence[str]) -> str | None:
+    """``--device`` (default ``auto``), resolved; None when it is not given and ``sets``
+    (``--set`` / ``--classifier-set``) name a ``device`` of their own."""
+    given = getattr(args, "device", None)
+    if given is None and any(s.split("=", 1)[0].strip() == "device" for s in sets):
+        return None
+    return resolve_device(given or "auto")
+
+
 def train_flip_cli(args: argparse.Namespace) -> int:
     """``flipseg train flip``: the configuration is resolved as everywhere (preset < the run
     folder's saved config < ``--config`` < ``--set``, :func:`flipseg.runs.resolve_config`)."""
@@ -108,7 +118,8 @@ def train_flip_cli(args: argparse.Namespace) -> int:
     out = Path(args.out)
     cfg = runs.resolve_config(FlipConfig, preset=default_config(dims, preset).to_dict(),
                               saved=out / "config.json", file=args.config, overrides=args.set,
-                              what="flip")
+                              flags={"device": _device_flag(args, args.set)}, what="flip")
+    cfg = cfg.with_overrides(device=resolve_device(cfg.device))
     if cfg.dims != data_dims:
         raise FlipsegError(
             f"the configuration is for {cfg.dims}D images but dataset {dataset!r} holds "
@@ -121,7 +132,9 @@ def train_flip_cli(args: argparse.Namespace) -> int:
     ccfg = runs.resolve_config(
         ClassifierConfig, preset=cpre, saved=out / "classifier" / "classifier_config.json",
         overrides=getattr(args, "classifier_set", None) or [], what="classifier",
-        flags={"epochs": args.classifier_epochs, "network": args.classifier_network})
+        flags={"epochs": args.classifier_epochs, "network": args.classifier_network,
+               "device": _device_flag(args, getattr(args, "classifier_set", None) or [])})
+    ccfg.device = resolve_device(ccfg.device)
     train_s, val_s = runs.hold_out_boxes(args, samples, dataset, cfg.seed, "Flip Learning")
     path = train_flip(train_s, val_s, cfg, ccfg, args.out, progress=not args.no_progress)
     print(f"model written to {path}")

@@ -243,7 +243,8 @@ class FlipTrainer:
         """The inference bundle (``.safetensors``): config, Q-network weights and the classifier."""
         bundle = {
             "format": "flipseg-flip-1",
-            "config": self.cfg.to_dict(),
+            # a model file runs on the CPU wherever it was trained (segment --device moves it)
+            "config": {**self.cfg.to_dict(), "device": "cpu"},
             "q_network": {k: v.detach().cpu() for k, v in self.agent.q_network.state_dict().items()},
             "classifier": self.classifier_state,
         }

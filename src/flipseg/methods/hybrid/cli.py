@@ -64,6 +64,7 @@ def train_hybrid_cli(args: argparse.Namespace) -> int:
     runs.record_run_data(args, name, samples, part=part, n_train=len(samples), n_val=len(val))
     print(f"training hybrid ({cfg.mode}, strong_fraction={cfg.strong_fraction}) on {len(samples)} "
           f"images ({len(val)} validation images scored) -> {out}")
-    path = train_hybrid(samples, val, cfg, out, progress=not args.no_progress)
+    path = train_hybrid(samples, val, cfg, out, progress=not args.no_progress,
+                        device=common.train_device(args))
     print(f"model written to {path}")
     return 0

@@ -27,5 +27,6 @@ register_method(MethodSpec(
     recipe="hybrid",
     recipe_help="hybrid supervision: a few masks + many boxes, dual decoder (whole-image model)",
     add_train_args="flipseg.methods.hybrid.cli:add_hybrid_args",
-    train="flipseg.methods.hybrid.cli:train_hybrid_cli", source=__name__,
+    train="flipseg.methods.hybrid.cli:train_hybrid_cli", distributed=True,
+    source=__name__,
 ))

@@ -41,7 +41,14 @@ from flipseg.io_utils import atomic_write_text
 from flipseg.methods.hybrid.config import HybridConfig
 from flipseg.methods.hybrid.losses import hybrid_loss
 from flipseg.methods.hybrid.predict import MODEL_FILE, HybridModel, to_input
-from flipseg.methods.training import final_model, load_states, open_run, save_epoch, set_threads
+from flipseg.methods.training import (
+    final_model,
+    load_states,
+    open_run,
+    placement,
+    save_epoch,
+    set_threads,
+)
 from flipseg.metrics import compute_dice, compute_s_measure
 from flipseg.resize import resize
 
@@ -241,6 +248,7 @@ def train_hybrid(
     run_dir: str | Path,
     *,
     progress: bool = True,
+    device: str | None = "cpu",
 ) -> Path:
     """Train per ``cfg.mode``; returns the path of the model bundle.
 
@@ -253,6 +261,9 @@ def train_hybrid(
     cfg : the configuration (saved as ``config.json``).
     run_dir : run folder; re-running with the same folder resumes after the last
         finished epoch.
+    device : ``cpu``, ``cuda`` or ``auto``. Under ``torchrun --nproc_per_node N`` the N
+        processes train one model (DistributedDataParallel, each its share of every
+        batch); rank 0 validates and writes the run folder.
 
     Raises
     ------
@@ -267,14 +278,18 @@ def train_hybrid(
     if cfg.uses_masks and not strong:
         raise FlipsegError(f"no strong (mask) images: strong_fraction={cfg.strong_fraction} of "
                            f"{len(train)} training images selects none (mode {cfg.mode})")
+    place = placement(device)
     run, state = open_run(run_dir, CHECKPOINT, cfg.to_dict())
-    atomic_write_text(run / SPLIT_FILE, json.dumps(
-        {"mode": cfg.mode, "strong_fraction": cfg.strong_fraction, "n_train": len(train),
-         "strong": strong}, indent=1))
+    if place.main:
+        atomic_write_text(run / SPLIT_FILE, json.dumps(
+            {"mode": cfg.mode, "strong_fraction": cfg.strong_fraction, "n_train": len(train),
+             "strong": strong}, indent=1))
     set_threads(cfg.num_threads)
     torch.manual_seed(cfg.seed)
     model = HybridModel(cfg, meta={"n_train": len(train), "n_strong": len(strong), "mode": cfg.mode})
+    model.to_device(place.device)
     net = model.net
+    trained = place.wrap(net, unused=True)  # a decoder may have no target in a batch
     data = prepare_data(train, cfg, set(strong))
     index = data.train_index(cfg)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -288,7 +303,7 @@ def train_hybrid(
         lr = poly_lr(cfg, epoch)
         for group in opt.param_groups:
             group["lr"] = lr
-        net.train()
+        trained.train()
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
         batches = epoch_batches(index, data.is_strong, cfg, g)
         tot: dict[str, float] = {}
@@ -296,13 +311,18 @@ def train_hybrid(
         bar = tqdm(batches, desc=f"hybrid ({cfg.mode}) epoch {epoch + 1}/{cfg.epochs}",
                    disable=not progress, leave=False)
         for b in bar:
-            if len(b) < 2:  # batch norm needs two images
+            if place.too_small(len(b)):  # batch norm needs two images (per process)
                 continue
+            # the flips are drawn for the whole batch (the same draws as one process), then
+            # each process keeps its share
             x, seg_t, aux_t = augment_batch(
                 (data.images[b], data.seg_target[b], data.aux_target[b]), cfg.augment, g)
-            out = net(x)
-            parts = hybrid_loss(out.seg_logits, seg_t, data.has_seg[b], out.aux_logits, aux_t,
-                                data.has_aux[b], perception=cfg.perception_loss,
+            mine = place.share(torch.arange(len(b)))
+            x, seg_t, aux_t = (t[mine].to(place.device) for t in (x, seg_t, aux_t))
+            has_seg, has_aux = data.has_seg[b][mine].to(place.device), data.has_aux[b][mine].to(place.device)
+            out = trained(x)
+            parts = hybrid_loss(out.seg_logits, seg_t, has_seg, out.aux_logits, aux_t,
+                                has_aux, perception=cfg.perception_loss,
                                 perception_weight=cfg.perception_weight, kernel=cfg.ppa_kernel,
                                 gamma=cfg.ppa_gamma)
             opt.zero_grad()
@@ -314,14 +334,17 @@ def train_hybrid(
             bar.set_postfix(loss=f"{tot['loss'] / steps:.3f}")
         bar.close()
         row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
-        row.update({f"train_{k}": v / max(steps, 1) for k, v in tot.items()})
-        if val:
+        row.update({f"train_{k}": place.mean(v) / max(steps, 1) for k, v in tot.items()})
+        if val and place.main:
             ev = evaluate_model(model, val)
             row.update(val_dice=ev["dice"], val_s_measure=ev["s_measure"])
         row["seconds"] = round(time.time() - t0, 2)
         log.append(row)
         model.meta.update(epoch=epoch + 1)
-        st = {"config": cfg.to_dict(), "net": net.state_dict(), "opt": opt.state_dict(),
-              "epochs_done": epoch + 1, "log": log}
-        save_epoch(run, (CHECKPOINT, st), (MODEL_FILE, model.bundle()), log, progress=progress)
+        if place.main:
+            st = {"config": cfg.to_dict(), "net": net.state_dict(), "opt": opt.state_dict(),
+                  "epochs_done": epoch + 1, "log": log}
+            save_epoch(run, (CHECKPOINT, st), (MODEL_FILE, model.bundle()), log, progress=progress)
+    if not place.main:
+        return run / MODEL_FILE
     return final_model(run / MODEL_FILE, model.bundle)

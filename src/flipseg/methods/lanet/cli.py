@@ -60,7 +60,8 @@ def train_lanet_cli(args: argparse.Namespace) -> int:
                          val_case_ids=[s["case_id"] for s in val_s])
     print(f"training lanet on {len(train_s)} images ({len(val_s)} for validation, "
           f"loc_fraction={cfg.loc_fraction}) -> {out}")
-    path = train_lanet(train_s, val_s, cfg, out, progress=not args.no_progress)
+    path = train_lanet(train_s, val_s, cfg, out, progress=not args.no_progress,
+                       device=common.train_device(args))
     print(f"model written to {path}")
     return 0
 

@@ -99,8 +99,8 @@ class LANetModel(WholeImageModel):
         out: list[LANetPrediction] = []
         for chunk, x in image_batches(images, batch_size, self.input_batch):
             res = self.net(x)
-            probs = torch.softmax(res.logits, dim=1).numpy()
-            for p, full in zip(probs, maps_at_images(res.lesion_map[:, 0].numpy(), chunk)):
+            probs = torch.softmax(res.logits, dim=1).cpu().numpy()
+            for p, full in zip(probs, maps_at_images(res.lesion_map[:, 0].cpu().numpy(), chunk)):
                 out.append(LANetPrediction(p.astype(np.float32), CLASS_NAMES[int(np.argmax(p))], full,
                                            full > self.cfg.threshold))
         return out

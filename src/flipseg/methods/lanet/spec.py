@@ -14,5 +14,6 @@ register_method(MethodSpec(
     recipe="lanet",
     recipe_help="LA-Net: joint benign/malignant classification and lesion localization",
     add_train_args="flipseg.methods.lanet.cli:add_lanet_args",
-    train="flipseg.methods.lanet.cli:train_lanet_cli", source=__name__,
+    train="flipseg.methods.lanet.cli:train_lanet_cli", distributed=True,
+    source=__name__,
 ))

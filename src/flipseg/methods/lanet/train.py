@@ -37,7 +37,14 @@ from flipseg.errors import FlipsegError
 from flipseg.io_utils import atomic_write_text
 from flipseg.methods.lanet.config import LANetConfig
 from flipseg.methods.lanet.predict import CLASS_NAMES, MODEL_FILE, LANetModel, to_input
-from flipseg.methods.training import final_model, open_run, save_epoch, set_threads
+from flipseg.methods.training import (
+    device_of,
+    final_model,
+    open_run,
+    placement,
+    save_epoch,
+    set_threads,
+)
 from flipseg.metrics import compute_classification_metrics, compute_dice
 from flipseg.networks.lanet import LANet, resize_map
 from flipseg.resize import resize
@@ -254,12 +261,13 @@ def evaluate_data(net: LANet, data: LANetData, *, threshold: float = 0.5, batch_
     """Validation numbers at the network's input size: ``dice`` (mean over images with a
     location label) and, with ``classify``, accuracy/precision/recall/f1/auc."""
     net.eval()
+    device = device_of(net)
     probs, dices = [], []
     for start in range(0, len(data), batch_size):
         sl = slice(start, start + batch_size)
-        out = net(data.images[sl])
-        probs.append(torch.softmax(out.logits, 1)[:, 1])
-        pred = resize_map(out.lesion_map, data.images.shape[-2:]) > threshold
+        out = net(data.images[sl].to(device))
+        probs.append(torch.softmax(out.logits, 1)[:, 1].cpu())
+        pred = (resize_map(out.lesion_map, data.images.shape[-2:]) > threshold).cpu()
         for p, t, h in zip(pred, data.loc[sl], data.has_loc[sl]):
             if h:
                 dices.append(compute_dice(p[0].numpy(), t[0].numpy() > 0.5))
@@ -270,6 +278,17 @@ def evaluate_data(net: LANet, data: LANetData, *, threshold: float = 0.5, batch_
 
 
 # --------------------------------------------------------------------- training
+class _Localizer(torch.nn.Module):
+    """Stage 1 as a module (``net.localize``), so DistributedDataParallel sees its forward."""
+
+    def __init__(self, net: LANet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.localize(x)
+
+
 def _score(row: dict[str, float]) -> tuple[float, float]:
     """Model selection key: validation accuracy, then AUC (NaN counts as -inf)."""
     def num(v: float | None) -> float:
@@ -285,6 +304,7 @@ def train_lanet(
     run_dir: str | Path,
     *,
     progress: bool = True,
+    device: str | None = "cpu",
 ) -> Path:
     """Train LA-Net in two stages; returns the path of the model bundle.
 
@@ -295,6 +315,9 @@ def train_lanet(
     val : held-out samples for model selection (may be empty).
     cfg : the configuration (saved as ``config.json``).
     run_dir : run folder; re-running with the same folder resumes from the last epoch.
+    device : ``cpu``, ``cuda`` or ``auto``. Under ``torchrun --nproc_per_node N`` the N
+        processes train one model (DistributedDataParallel, each its share of every
+        batch); rank 0 validates, selects the best epoch and writes the run folder.
 
     Raises
     ------
@@ -313,12 +336,15 @@ def train_lanet(
     if not labelled:
         raise FlipsegError(f"no location-labelled images: loc_fraction={cfg.loc_fraction} of "
                            f"{len(train)} training images selects none")
+    place = placement(device)
     run, state = open_run(run_dir, CHECKPOINT, cfg.to_dict())
-    atomic_write_text(run / LABELLED_FILE, json.dumps(
-        {"loc_fraction": cfg.loc_fraction, "n_train": len(train), "labelled": labelled}, indent=1))
+    if place.main:
+        atomic_write_text(run / LABELLED_FILE, json.dumps(
+            {"loc_fraction": cfg.loc_fraction, "n_train": len(train), "labelled": labelled}, indent=1))
     set_threads(cfg.num_threads)
     torch.manual_seed(cfg.seed)
     model = LANetModel(cfg, meta={"n_train": len(train), "n_val": len(val), "n_labelled": len(labelled)})
+    model.to_device(place.device)
     net = model.net
     data = prepare_data(train, cfg, set(labelled))
     val_data = prepare_data(val, cfg) if val else None
@@ -350,9 +376,10 @@ def train_lanet(
         if state is not None and state.get("stage") == stage and done[stage] > 0:
             opt.load_state_dict(state["opt"])
         steps = max(1, int(np.ceil(len(idx) / cfg.batch_size)))
+        trained = place.wrap(_Localizer(net) if stage == 1 else net, unused=True)
         for epoch in range(done[stage], epochs):
             t0 = time.time()
-            net.train()
+            trained.train()
             g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + stage * 10_007 + epoch)
             order = idx[torch.randperm(len(idx), generator=g)]
             tot: dict[str, float] = {}
@@ -360,15 +387,20 @@ def train_lanet(
                        disable=not progress, leave=False)
             for i in bar:
                 b = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-                if len(b) < 2:  # batch norm needs two images
+                if place.too_small(len(b)):  # batch norm needs two images (per process)
                     continue
+                # augmentation drawn for the whole batch (as one process draws it), then
+                # each process keeps its share
                 x, loc = augment_batch(data.images[b], data.loc[b], cfg.augment, g)
+                mine = place.share(torch.arange(len(b)))
+                x, loc = x[mine].to(place.device), loc[mine].to(place.device)
                 if stage == 1:
-                    parts = {"loss": localization_loss(net.localize(x), loc)}
+                    parts = {"loss": localization_loss(trained(x), loc)}
                 else:
-                    out = net(x)
-                    parts = hybrid_loss(out.logits, data.labels[b], out.lesion_logits, loc, data.has_loc[b],
-                                        lam=cfg.lam, alpha=cfg.alpha, tau=cfg.tau, threshold=cfg.threshold)
+                    out = trained(x)
+                    parts = hybrid_loss(out.logits, data.labels[b][mine].to(place.device), out.lesion_logits,
+                                        loc, data.has_loc[b][mine].to(place.device), lam=cfg.lam,
+                                        alpha=cfg.alpha, tau=cfg.tau, threshold=cfg.threshold)
                 opt.zero_grad()
                 parts["loss"].backward()
                 opt.step()
@@ -378,7 +410,10 @@ def train_lanet(
             bar.close()
             done[stage] = epoch + 1
             row: dict[str, Any] = {"stage": stage, "epoch": epoch + 1}
-            row.update({f"train_{k}": v for k, v in tot.items()})
+            row.update({f"train_{k}": place.mean(v) for k, v in tot.items()})
+            if not place.main:  # rank 0 validates, selects and saves
+                log.append(row)
+                continue
             if val_data is not None and len(val_data):
                 ev = evaluate_data(net, val_data, threshold=cfg.threshold, classify=stage == 2)
                 row.update({f"val_{k}": v for k, v in ev.items()})
@@ -393,4 +428,6 @@ def train_lanet(
     stage1_params = list(net.backbone.parameters()) + list(net.lanet.parameters())
     run_stage(1, cfg.stage1_epochs, lab_idx, stage1_params)
     run_stage(2, cfg.stage2_epochs, torch.arange(len(data)), list(net.parameters()))
+    if not place.main:
+        return run / MODEL_FILE
     return final_model(run / MODEL_FILE, model.bundle)

@@ -60,6 +60,7 @@ def train_pseudo_cli(args: argparse.Namespace) -> int:
     runs.record_run_data(args, name, samples, part=part, n_train=len(samples), n_masked=n_masked)
     print(f"training pseudo-unet on {len(samples)} images: {n_real} real masks "
           f"(budget {cfg.masks_budget}), pseudo masks by {cfg.pseudo} -> {out}")
-    path = train_pseudo(samples, cfg, out, progress=not args.no_progress)
+    path = train_pseudo(samples, cfg, out, progress=not args.no_progress,
+                        device=common.train_device(args))
     print(f"model written to {path}")
     return 0

@@ -29,5 +29,6 @@ register_method(MethodSpec(
     recipe="pseudo",
     recipe_help="U-Net on a few real masks + pseudo masks from boxes (Flip, ellipse, ...)",
     add_train_args="flipseg.methods.pseudo.cli:add_pseudo_args",
-    train="flipseg.methods.pseudo.cli:train_pseudo_cli", source=__name__,
+    train="flipseg.methods.pseudo.cli:train_pseudo_cli", distributed=True,
+    source=__name__,
 ))

@@ -44,7 +44,15 @@ from flipseg.errors import FlipsegError
 from flipseg.io_utils import atomic_save, atomic_write_text
 from flipseg.methods.pseudo.config import PseudoConfig, budget_count
 from flipseg.methods.pseudo.model import MODEL_FILE, PseudoUNetModel, to_input
-from flipseg.methods.training import final_model, load_states, open_run, save_epoch, set_threads
+from flipseg.methods.training import (
+    device_of,
+    final_model,
+    load_states,
+    open_run,
+    placement,
+    save_epoch,
+    set_threads,
+)
 from flipseg.resize import resize
 
 __all__ = [
@@ -315,10 +323,12 @@ def refresh_pseudo_labels(net: torch.nn.Module, data: PseudoData, *, threshold: 
     """
     idx = torch.nonzero(~data.is_real).flatten()
     net.eval()
+    device = device_of(net)
     replaced = 0
     for start in range(0, len(idx), batch_size):
         b = idx[start : start + batch_size]
-        new = (torch.sigmoid(net(data.images[b])) > threshold) & data.boxes[b]  # [B, 1, S, S]
+        prob = torch.sigmoid(net(data.images[b].to(device))).cpu()
+        new = (prob > threshold) & data.boxes[b]  # [B, 1, S, S]
         ok = new.flatten(1).any(dim=1)
         data.labels[b[ok]] = new[ok].float()
         replaced += int(ok.sum())
@@ -361,6 +371,7 @@ def train_pseudo(
     *,
     pseudo_cache: str | Path | None = None,
     progress: bool = True,
+    device: str | None = "cpu",
 ) -> Path:
     """Train the U-Net on real + pseudo masks; returns the path of the model bundle.
 
@@ -373,6 +384,9 @@ def train_pseudo(
     pseudo_cache : where the segmenter's masks are kept (default: the run folder's
         ``pseudo_masks.npz``); runs with the same ``pseudo``, ``pseudo_model`` and
         ``seed`` can share one file.
+    device : ``cpu``, ``cuda`` or ``auto``. Under ``torchrun --nproc_per_node N`` the N
+        processes train one model (DistributedDataParallel, each its share of every
+        batch); rank 0 draws the pseudo masks and writes the run folder.
 
     Raises
     ------
@@ -383,6 +397,7 @@ def train_pseudo(
     samples = lesion_samples(train)
     if not samples:
         raise FlipsegError("no training image with a box")
+    place = placement(device)
     run, state = open_run(run_dir, CHECKPOINT, cfg.to_dict())
     set_threads(cfg.num_threads)
 
@@ -393,25 +408,30 @@ def train_pseudo(
     failed: list[tuple[str, str]] = []
     if cfg.pseudo != "none" and rest:
         cache = Path(pseudo_cache) if pseudo_cache is not None else run / PSEUDO_MASKS_FILE
-        pseudo, failed = make_pseudo_masks(rest, cfg.pseudo, model=cfg.pseudo_model, seed=cfg.seed,
-                                           cache=cache, progress=progress)
-        for case_id, msg in failed:
+        pseudo, failed = place.main_first(lambda: make_pseudo_masks(
+            rest, cfg.pseudo, model=cfg.pseudo_model, seed=cfg.seed, cache=cache,
+            progress=progress and place.main))
+        for case_id, msg in failed if place.main else ():
             print(f"skipped case {case_id}: {msg}")
     data = prepare_data(samples, real_set, pseudo, cfg)
     if len(data) == 0:
         raise FlipsegError(f"no training image has a real or pseudo mask (masks_budget="
                            f"{cfg.masks_budget!r}, pseudo={cfg.pseudo!r})")
     initial_dice = pseudo_dice(data)
-    atomic_write_text(run / LABELS_FILE, json.dumps(
+    if place.main:
+        atomic_write_text(run / LABELS_FILE, json.dumps(
         {"masks_budget": cfg.masks_budget, "pseudo": cfg.pseudo, "n_train": len(samples),
-         "n_real": len(real), "n_pseudo": len(pseudo), "initial_pseudo_dice": initial_dice,
-         "real": real, "pseudo_cases": sorted(pseudo), "failed": [list(f) for f in failed]}, indent=1))
+            "n_real": len(real), "n_pseudo": len(pseudo), "initial_pseudo_dice": initial_dice,
+            "real": real, "pseudo_cases": sorted(pseudo), "failed": [list(f) for f in failed]},
+            indent=1))
 
     torch.manual_seed(cfg.seed)
     model = PseudoUNetModel(cfg, meta={"n_train": len(samples), "n_real": len(real),
                                        "n_pseudo": len(pseudo), "pseudo": cfg.pseudo,
                                        "masks_budget": cfg.masks_budget})
+    model.to_device(place.device)
     net = model.net
+    trained = place.wrap(net)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = _steps_per_epoch(len(data), cfg)
     total = cfg.epochs * steps
@@ -426,9 +446,10 @@ def train_pseudo(
         data.labels.copy_(state["labels"])
         start, log = int(state["epoch"]), list(state["log"])
 
+    mine = place.share(torch.arange(cfg.batch_size))  # this process's places in every batch
     for epoch in range(start, cfg.epochs):
         t0 = time.time()
-        net.train()
+        trained.train()
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
         order = _epoch_order(len(data), steps, cfg, g)  # [steps, B]
         flips = torch.rand(order.shape, generator=g) < 0.5
@@ -436,12 +457,13 @@ def train_pseudo(
         bar = tqdm(range(steps), desc=f"pseudo-unet epoch {epoch + 1}/{cfg.epochs}",
                    disable=not progress, leave=False)
         for i in bar:
-            b = order[i]
+            b = order[i][mine]
             x, y = data.images[b], data.labels[b]
             if cfg.augment == "flip":
-                f = flips[i][:, None, None, None]
+                f = flips[i][mine][:, None, None, None]
                 x, y = torch.where(f, x.flip(-1), x), torch.where(f, y.flip(-1), y)
-            loss = bce_dice_loss(net(x), y, cfg.dice_weight)
+            x, y = x.to(place.device), y.to(place.device)
+            loss = bce_dice_loss(trained(x), y, cfg.dice_weight)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -449,7 +471,8 @@ def train_pseudo(
             total_loss += float(loss.detach())
             bar.set_postfix(loss=f"{total_loss / (i + 1):.3f}")
         bar.close()
-        row: dict[str, Any] = {"epoch": epoch + 1, "loss": total_loss / steps, "refresh": 0, "replaced": 0}
+        row: dict[str, Any] = {"epoch": epoch + 1, "loss": place.mean(total_loss) / steps, "refresh": 0,
+                               "replaced": 0}
         if _refresh_due(epoch + 1, cfg) and not data.is_real.all():
             row["refresh"] = 1
             row["replaced"] = refresh_pseudo_labels(net, data, threshold=cfg.threshold)
@@ -457,8 +480,11 @@ def train_pseudo(
         row["seconds"] = round(time.time() - t0, 2)
         log.append(row)
         model.meta["epoch"] = epoch + 1
-        st = {"config": cfg.to_dict(), "net": net.state_dict(), "opt": opt.state_dict(),
-              "sched": sched.state_dict(), "epoch": epoch + 1, "log": log,
-              "labels": data.labels.to(torch.uint8)}
-        save_epoch(run, (CHECKPOINT, st), (MODEL_FILE, model.bundle()), log, progress=progress)
+        if place.main:
+            st = {"config": cfg.to_dict(), "net": net.state_dict(), "opt": opt.state_dict(),
+                  "sched": sched.state_dict(), "epoch": epoch + 1, "log": log,
+                  "labels": data.labels.to(torch.uint8)}
+            save_epoch(run, (CHECKPOINT, st), (MODEL_FILE, model.bundle()), log, progress=progress)
+    if not place.main:
+        return run / MODEL_FILE
     return final_model(run / MODEL_FILE, model.bundle)
