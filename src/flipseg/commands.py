@@ -117,6 +117,13 @@ def build_segmenters(recipes: dict[str, dict[str, Any]], *, device: str = "cpu",
     return out
 
 
+def _check_device(args: argparse.Namespace) -> None:
+    """``--device`` checked before any work, without importing PyTorch for auto/cpu."""
+    from flipseg.devices import check_device
+
+    check_device(getattr(args, "device", None))
+
+
 def _device(args: argparse.Namespace) -> str:
     """``--device``, resolved (``auto``: the GPU when there is one)."""
     from flipseg.devices import resolve_device
@@ -125,15 +132,16 @@ def _device(args: argparse.Namespace) -> str:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from flipseg.evaluation import evaluate_methods, format_table
-
     if args.compare and args.method:
         raise FlipsegError("give either --method or --compare A B, not both")
     engine_name, workers = _engine_settings(args)
     part = _part(args)
-    device = _device(args)
+    _check_device(args)
     _resize_masks_option(args)
     samples, errors, dataset = _load_cases(args)
+    from flipseg.evaluation import evaluate_methods, format_table
+
+    device = _device(args)
     out = Path(args.out)
     if part is not None:  # job arrays: this part's cases, in a folder of its own
         samples, errors, out = _shard_cases(samples, part), (errors if part[1] == 0 else []), \
@@ -454,7 +462,7 @@ def run_segment(args: argparse.Namespace) -> int:
         raise FlipsegError("give --image IMG --box x0,y0,x1,y1, or --dataset NAME")
     _engine_settings(args)
     part = _part(args)
-    _device(args)
+    _check_device(args)
     out = check_out_dir(args.out)
     method = args.method
     if method is None and args.model:
@@ -642,7 +650,7 @@ def run_train(args: argparse.Namespace) -> int:
     if spec is None:
         raise FlipsegError(f"unknown training recipe {args.recipe!r}")
     if getattr(args, "device", None) is not None:
-        _device(args)  # `--device cuda` without a GPU: a one-line error before any work
+        _check_device(args)  # `--device cuda` without a GPU: a one-line error before any work
     from flipseg.methods.training import launched_world_size
 
     if launched_world_size() > 1:

@@ -12,7 +12,7 @@ import re
 
 from flipseg.errors import FlipsegError
 
-__all__ = ["DEVICE_HELP", "add_device_arg", "resolve_device"]
+__all__ = ["DEVICE_HELP", "add_device_arg", "check_device", "resolve_device"]
 
 DEVICE_HELP = ("torch device of the networks: auto (default: the GPU when PyTorch sees one, "
                "else the CPU), cpu, cuda or cuda:N")
@@ -22,6 +22,16 @@ _CUDA = re.compile(r"^cuda(:\d+)?$")
 def add_device_arg(p: argparse.ArgumentParser) -> None:
     """``--device`` (default None: the command treats it as ``auto``)."""
     p.add_argument("--device", default=None, metavar="auto|cpu|cuda", help=DEVICE_HELP)
+
+
+def check_device(name: str | None) -> None:
+    """The early check of ``--device``, before any work: an unknown name, or ``cuda``
+    without a usable GPU, is a one-line error. ``auto`` and ``cpu`` need no PyTorch here
+    (so a command's other input errors still come back in a fraction of a second)."""
+    text = "auto" if name is None else str(name).strip().lower()
+    if text in ("auto", "cpu"):
+        return
+    resolve_device(name)
 
 
 def resolve_device(name: str | None) -> str:
