@@ -15,8 +15,15 @@ import time
 import numpy as np
 
 from flipseg.data import load_dataset
-from flipseg.methods import get_segmenter
 from flipseg.metrics import compute_dice
+
+try:
+    from flipseg.methods import get_segmenter
+except ImportError:  # a checkout from before the method registry
+    from flipseg.methods import register_all
+    from flipseg.segmenters import get_segmenter
+
+    register_all()
 
 
 def main() -> None:
