@@ -48,19 +48,10 @@ def _as_box(b: BoxLike, shape: tuple[int, ...]) -> Box:
         box = Box.parse(b)
     else:
         values = [int(round(float(v))) for v in b]
-        if len(values) == 4:
-            box = Box(*values)
-        elif len(values) == 6:
-            box = Box(*values)
-        else:
+        if len(values) not in (4, 6):
             raise FlipsegError(f"a box needs 4 (2D) or 6 (3D) numbers, got {list(b)!r}")
+        box = Box(*values)
     return box.validate(shape)
-
-
-def _whole_image_box(shape: tuple[int, ...]) -> Box:
-    if len(shape) == 2:
-        return Box(0, 0, shape[1], shape[0])
-    return Box(0, 0, shape[2], shape[1], 0, shape[0])  # arrays are [z, y, x]
 
 
 def _as_image(image: Any) -> np.ndarray:
@@ -148,7 +139,8 @@ def make_segmenter(method: str | None = None, *, model: str | Path | None = None
         Torch device of its networks: ``cpu`` (default), ``cuda`` or ``auto`` (the GPU when
         there is one); see :func:`place_on`.
     extra
-        The method's own keyword options (e.g. ``vote_model`` for ``flip-vote``).
+        The method's own keyword options (e.g. ``vote_model`` for ``flip-vote``); they may
+        also come in ``options``.
 
     Raises
     ------
@@ -161,6 +153,7 @@ def make_segmenter(method: str | None = None, *, model: str | Path | None = None
         default_method,
         get_segmenter,
         method_of_model,
+        method_option_keywords,
         method_spec,
         segmenter_options,
     )
@@ -175,8 +168,10 @@ def make_segmenter(method: str | None = None, *, model: str | Path | None = None
                            f"not {dims}D")
     if spec.model == "required" and model is None:
         raise FlipsegError(f"method {method!r} needs a trained model (model=RUN / --model RUN)")
+    options, own = dict(options or {}), method_option_keywords()
+    extra = {**{k: options.pop(k) for k in list(options) if k in own}, **extra}
     opts = segmenter_options(spec, model=model, dims=dims,
-                             config=method_options(method, dict(options or {})), extra=extra)
+                             config=method_options(method, options), extra=extra)
     return place_on(get_segmenter(method, **opts), device)
 
 
@@ -210,7 +205,7 @@ def _boxes(boxes: Any, shape: tuple[int, ...], needs_box: bool, method: str) -> 
     if boxes is None or (not isinstance(boxes, (str, Box)) and len(boxes) == 0):
         if needs_box:
             raise FlipsegError(f"method {method!r} needs boxes: segment(image, [(x0, y0, x1, y1)])")
-        return [_whole_image_box(shape)]
+        return [Box.from_lo_hi((0,) * len(shape), shape)]
     if isinstance(boxes, (str, Box)) or (len(boxes) in (4, 6) and np.isscalar(boxes[0])):
         boxes = [boxes]
     return [_as_box(b, shape) for b in boxes]
@@ -228,13 +223,12 @@ def load_model(path: str | Path, *, method: str | None = None, device: str | Non
     from flipseg.methods import method_of_model
 
     name = method or method_of_model(path)
-    extra = {k: options.pop(k) for k in list(options) if k in ("vote_model",)}
-    seg = make_segmenter(name, model=path, dims=_model_dims(name, path), options=options,
-                         device=device, **extra)
+    seg = make_segmenter(name, model=path, dims=_model_dims(name), options=options,
+                         device=device)
     return Model(name, seg, str(path))
 
 
-def _model_dims(method: str, path: str | Path) -> int:
+def _model_dims(method: str) -> int:
     from flipseg.methods import method_spec
 
     spec = method_spec(method)
@@ -274,8 +268,7 @@ def segment(image: Any, boxes: BoxLike | Sequence[BoxLike] | None = None, *,
     One bool mask (image shape) per box, in order.
     """
     img = _as_image(image)
-    extra = {k: options.pop(k) for k in list(options) if k in ("vote_model",)}
-    seg = make_segmenter(method, model=model, dims=img.ndim, options=options, device=device, **extra)
+    seg = make_segmenter(method, model=model, dims=img.ndim, options=options, device=device)
     name = method or getattr(seg, "name", "")
     return Model(name, seg).segment(img, boxes, seed=seed, details=details)
 
@@ -298,9 +291,7 @@ def evaluate(images: Sequence[Any], boxes: Sequence[BoxLike], masks: Sequence[An
     if not images:
         raise FlipsegError("nothing to evaluate: no images")
     imgs = [_as_image(im) for im in images]
-    extra = {k: options.pop(k) for k in list(options) if k in ("vote_model",)}
-    seg = make_segmenter(method, model=model, dims=imgs[0].ndim, options=options, device=device,
-                         **extra)
+    seg = make_segmenter(method, model=model, dims=imgs[0].ndim, options=options, device=device)
     bxs = [_as_box(b, im.shape) for b, im in zip(boxes, imgs)]
     preds = seg.segment_many(imgs, bxs, seed=seed)
     rows = []

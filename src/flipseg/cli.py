@@ -209,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _wants_method_list(argv):
             from flipseg.methods import method_names
 
-            names = [n for n in method_names() if n != "lanet" and n != "box-refiner"]
+            names = method_names(kind="box") + method_names(kind="image")
         parser = build_parser(names)
         args = parser.parse_args(argv)
         from flipseg import commands

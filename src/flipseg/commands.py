@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from flipseg.boxes import Box
 from flipseg.errors import FlipsegError
 from flipseg.io_utils import atomic_write_text
 
@@ -40,10 +41,10 @@ def _case_dims(cases: list[dict[str, Any]]) -> int:
 
 def _spec_extras(args: argparse.Namespace) -> dict[str, Any]:
     """Values given to the registered methods' own options (e.g. ``--vote-model``)."""
-    from flipseg.registry import METHODS
+    from flipseg.methods import method_option_keywords
 
-    kws = {kw for n in METHODS.names() for _f, kw, _h in METHODS.get(n).options}
-    return {kw: getattr(args, kw) for kw in sorted(kws) if getattr(args, kw, None) is not None}
+    return {kw: getattr(args, kw) for kw in sorted(method_option_keywords())
+            if getattr(args, kw, None) is not None}
 
 
 def _segmenters(names: list[str], args: argparse.Namespace, dims: int) -> dict[str, Any]:
@@ -350,19 +351,10 @@ def _write_result(out: Path, case: dict[str, Any], mask: np.ndarray,
         save_png(out / f"{cid}_overlay_{plane}.png", rgb)
 
 
-def _whole_image_box(shape: tuple[int, ...]) -> Any:
-    from flipseg.boxes import Box
-
-    if len(shape) == 2:
-        return Box(0, 0, shape[1], shape[0])
-    return Box(0, 0, shape[2], shape[1], 0, shape[0])  # arrays are [z, y, x]
-
 
 def _check_image_args(args: argparse.Namespace) -> list[Any]:
     """``--image``, ``--mask`` and ``--box`` checked before anything heavy is imported: the
     files exist and every box parses. Returns the parsed boxes."""
-    from flipseg.boxes import Box
-
     for flag, path in (("--image", args.image), ("--mask", args.mask)):
         if path is not None and not Path(path).exists():
             raise FlipsegError(f"{flag} file not found: {path}")
@@ -386,7 +378,7 @@ def _read_image_cases(args: argparse.Namespace, boxes: list[Any], needs_box: boo
     if extra:
         raise FlipsegError(f"--data-opt {extra[0]}: with --image only frame=K|all applies")
     image, spacing, meta = read_any_image(args.image, **opts)
-    boxes = [b.validate(image.shape) for b in boxes] or [_whole_image_box(image.shape)]
+    boxes = [b.validate(image.shape) for b in boxes] or [Box.from_lo_hi((0,) * image.ndim, image.shape)]
     stem = image_stem(args.image)
     notes: list[str] = []
     gt = read_any_mask([args.mask], image.shape, resize=getattr(args, "resize_masks", False),
@@ -482,7 +474,8 @@ def run_segment(args: argparse.Namespace) -> int:
         for err in errors:
             print(f"skipped case {err[0]}: {err[1]}")
         if not needs_box:
-            cases = [c if c.get("box") is not None else {**c, "box": _whole_image_box(np.shape(c["image"]))}
+            cases = [c if c.get("box") is not None
+                     else {**c, "box": Box.from_lo_hi((0,) * np.ndim(c["image"]), np.shape(c["image"]))}
                      for c in cases]
         cases = [c for c in cases if c.get("box") is not None]
         if not cases:

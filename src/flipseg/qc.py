@@ -28,6 +28,7 @@ from scipy import ndimage
 
 from flipseg.boxes import Box
 from flipseg.errors import FlipsegError
+from flipseg.metrics import compute_dice
 
 __all__ = ["CLIP", "FEATURES", "SIGNS", "fit_quality_model", "load_quality_model", "quality_features",
            "quality_score"]
@@ -38,11 +39,6 @@ CLIP = 4.0
 #: Sign of each coefficient (the features, then (fill - pi/4)^2): more agreement, reach,
 #: contrast and edge never lower the score, a fill far from an ellipse's never raises it.
 SIGNS = (1, 1, 0, 1, 1, 1, -1)
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    s = a.sum() + b.sum()
-    return 1.0 if s == 0 else 2.0 * float((a & b).sum()) / float(s)
 
 
 def quality_features(image: np.ndarray, box: Box, mask: np.ndarray,
@@ -68,7 +64,7 @@ def quality_features(image: np.ndarray, box: Box, mask: np.ndarray,
     feats: dict[str, float] = {}
     vs = [np.asarray(v, bool) for v in voters]
     if len(vs) >= 2:
-        pairs = [_dice(vs[i], vs[j]) for i in range(len(vs)) for j in range(i + 1, len(vs))]
+        pairs = [compute_dice(vs[i], vs[j]) for i in range(len(vs)) for j in range(i + 1, len(vs))]
         union = np.logical_or.reduce(vs)
         feats["agreement"] = float(np.mean(pairs))
         feats["unanimity"] = float(np.logical_and.reduce(vs).sum() / max(1, union.sum()))

@@ -26,6 +26,7 @@ __all__ = [
     "get_segmenter",
     "load_methods",
     "method_names",
+    "method_option_keywords",
     "method_of_model",
     "method_spec",
     "recipes",
@@ -64,6 +65,13 @@ def method_names(*, kind: str | None = None, dims: int | None = None) -> list[st
     return [n for n in METHODS.names()
             if (kind is None or METHODS.get(n).kind == kind)
             and (dims is None or dims in METHODS.get(n).dims)]
+
+
+def method_option_keywords() -> set[str]:
+    """The factory keywords of every method's own options (``spec.options``, e.g.
+    ``vote_model`` of flip-vote's ``--vote-model``)."""
+    load_methods(baselines=False)
+    return {kw for n in METHODS.names() for _flag, kw, _help in METHODS.get(n).options}
 
 
 def recipes() -> dict[str, MethodSpec]:
