@@ -95,6 +95,7 @@ def test_c2f_trains_both_stages_and_segments(tmp_path):
     assert all(np.isfinite(r["loss"]) for r in log)
     model = FlipModel.__new__(FlipModel)  # the Q-network only; the test scorer classifies
     model.cfg, model.agent, model.scorer = cfg, trainer.agent, _scorer
+    model._q_graph = trainer.agent.q_network.eval()
     res = model.segment_many([c.image for c in cases], [c.box for c in cases])
     for r, c in zip(res, cases):
         assert r.mask.shape == c.image.shape and not (r.mask & ~c.box.to_mask(c.image.shape)).any()

@@ -52,7 +52,8 @@ class DQNAgent:
     @torch.no_grad()
     def q_values(self, states: np.ndarray, aux: np.ndarray) -> np.ndarray:
         """[E, K, C, *S] uint8, [E, K, F] -> Q [E, K, 2] (eval mode, batched)."""
-        self.q_network.eval()
+        if self.q_network.training:
+            self.q_network.eval()
         q = self.q_network(to_tensor(states, self.device), torch.from_numpy(aux).to(self.device))
         return q.cpu().numpy()
 

@@ -432,7 +432,32 @@ class VecErasingEnv:
         self.box_hist = self.hists.sum(1)  # [E, 256]
         self.box_area = self.areas.sum(1)
         self.max_steps = cfg.traversals * self.agent_len.max(1)  # [E]
+        self._prepare_lookups()
         self.reset()
+
+    def _prepare_lookups(self) -> None:
+        """Flat, pre-rounded copies of the canvases that every step reads.
+
+        A crop is a gather from these by flat index; rounding and clipping to uint8 (and
+        the classifier's division by 255) commute with choosing the erased or the original
+        value, so doing them once here gives the same crops and views as doing them at
+        every step."""
+        E = self.E
+        self._u8 = lambda a: np.clip(np.rint(a), 0, 255).astype(np.uint8).reshape(E, -1)
+        self.st_shape = self.st_labels.shape[1:]
+        self.st_lab_flat = self.st_labels.reshape(E, -1)
+        self.st_orig_u8 = self._u8(self.st_orig)
+        self.st_filled_u8 = self._u8(self.st_filled)
+        self.st_prior_u8 = (None if self.st_prior is None
+                            else np.rint(self.st_prior * 255).astype(np.uint8).reshape(E, -1))
+        self.cls_shape = self.cls_labels.shape[1:]
+        self.cls_lab_flat = self.cls_labels.reshape(E, -1)
+        self.cls_orig_n = (self.cls_orig / 255.0).astype(np.float32).reshape(E, -1)
+        self.cls_filled_n = (self.cls_filled / 255.0).astype(np.float32).reshape(E, -1)
+        if self.cfg.global_view:
+            self.g_lab_flat = self.g_labels.reshape(E, -1)
+            self.g_orig_u8 = self._u8(self.g_orig)
+            self.g_filled_u8 = self._u8(self.g_filled)
 
     # ------------------------------------------------------------------ state
     def reset(self) -> None:
@@ -440,53 +465,81 @@ class VecErasingEnv:
         self.erased = np.zeros((E, self.nmax + 1), dtype=bool)
         self.t = np.zeros(E, np.int64)
         self.done = self.max_steps <= 0
+        self._advance()
         self.score = self._scores(self.erased)
         self.initial_score = self.score.copy()
-        first = self._crops(self._current_sp(), self.erased)
+        first = self._crops(self._sp, self.erased)
         self.frames = np.repeat(first[:, :, None], self.cfg.frames, axis=2)  # [E,K,F,*S]
         self.curve_area: list[np.ndarray] = [self._erased_area_fraction()]
         self.curve_score: list[np.ndarray] = [self.score.copy()]
         self.curve_dice: list[np.ndarray] = [self._dice()]
 
+    def _advance(self) -> None:
+        """Recompute the per-step caches after ``t`` or ``done`` changed: who acts, on
+        which superpixel, and (filled in by :meth:`_crops`) the crop's flat index."""
+        L = np.maximum(self.agent_len, 1)
+        self._active = (~self.done[:, None]) & (self.t[:, None] < self.cfg.traversals * self.agent_len)
+        sp = np.take_along_axis(self.agent_sp, (self.t[:, None] % L)[..., None], 2)[..., 0]
+        self._sp = np.where(self._active, sp, self.dummy)
+        self._flat_for: tuple[np.ndarray, np.ndarray] | None = None
+
     def active(self) -> np.ndarray:
         """[E, K] agents acting at the current step."""
-        return (~self.done[:, None]) & (self.t[:, None] < self.cfg.traversals * self.agent_len)
+        return self._active.copy()
 
     def _current_sp(self) -> np.ndarray:
-        L = np.maximum(self.agent_len, 1)
-        idx = self.t[:, None] % L  # [E, K]
-        sp = np.take_along_axis(self.agent_sp, idx[..., None], 2)[..., 0]
-        return np.where(self.active(), sp, self.dummy)
+        return self._sp.copy()
 
     # ------------------------------------------------------------- rendering
-    def _crop_index(self, sp: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Index arrays [E, K, *S] of the state crop around each agent's superpixel."""
+    def _crop_flat(self, sp: np.ndarray) -> np.ndarray:
+        """Indices [E, K * S^nd] into the raveled [E, P] state canvases of the crop around
+        each agent's superpixel centroid (each axis clipped to the canvas, as the pad
+        allows)."""
+        if self._flat_for is not None and self._flat_for[0] is sp:
+            return self._flat_for[1]
         E, K, S, nd = self.E, self.K, self.S, self.nd
         c = np.take_along_axis(self.cent, sp[..., None].repeat(nd, -1), 1)  # [E, K, nd]
         off = np.arange(S) - S // 2
-        idx = [np.arange(E).reshape((E, 1) + (1,) * nd)]
-        for d in range(nd):
-            shape = [1] * nd
-            shape[d] = S
-            ax = c[:, :, d].reshape(E, K, *([1] * nd)) + off.reshape(shape)
-            idx.append(np.clip(ax, 0, self.st_labels.shape[1 + d] - 1))
-        return tuple(np.broadcast_arrays(*idx))
+        P = int(np.prod(self.st_shape))
+        flat = (np.arange(E) * P).reshape((E, 1) + (1,) * nd)
+        stride = 1
+        for d in reversed(range(nd)):
+            n = self.st_shape[d]
+            ax = np.clip(c[:, :, d, None] + off, 0, n - 1)  # [E, K, S]
+            shape = [E, K] + [1] * nd
+            shape[2 + d] = S
+            flat = flat + ax.reshape(shape) * stride
+            stride *= n
+        flat = flat.reshape(E, K * S**nd)
+        self._flat_for = (sp, flat)
+        return flat
 
-    def _crops(self, sp: np.ndarray, erased: np.ndarray) -> np.ndarray:
-        """State crops [E, K, *S] (uint8) around each agent's superpixel centroid."""
-        idx = self._crop_index(sp)
-        lab = self.st_labels[idx]  # [E, K, *S]
-        flag = erased[np.arange(self.E).reshape((self.E,) + (1,) * (self.nd + 1)), lab]
-        img = np.where(flag, self.st_filled[idx], self.st_orig[idx])
-        return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    def _flags(self, erased: np.ndarray, lab: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+        """erased[e, lab[i, ...]] for the i-th environment e of ``rows`` (all if None)."""
+        n1 = erased.shape[1]
+        e = np.arange(len(lab)) if rows is None else np.asarray(rows)
+        return erased.ravel().take(lab + (e * n1).reshape((-1,) + (1,) * (lab.ndim - 1)))
+
+    def _crops(self, sp: np.ndarray, erased: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """State crops [E, K, *S] (uint8) around each agent's superpixel centroid; with
+        ``rows``, only those environments' crops ([len(rows), K, *S])."""
+        flat = self._crop_flat(sp)
+        if rows is not None:
+            flat = flat[rows]
+        lab = self.st_lab_flat.ravel().take(flat)
+        flag = self._flags(erased, lab, rows)
+        img = np.where(flag, self.st_filled_u8.ravel().take(flat), self.st_orig_u8.ravel().take(flat))
+        return img.reshape((len(img), self.K) + (self.S,) * self.nd)
 
     def _views(self, erased: np.ndarray, env_idx: np.ndarray) -> torch.Tensor:
         """Classifier inputs [B, 1, *cls] for the given flag sets of environments."""
-        lab = self.cls_labels[env_idx]  # [B, *cls]
-        nd = lab.ndim - 1
-        flag = erased[np.arange(len(env_idx)).reshape((-1,) + (1,) * nd), lab]
-        img = np.where(flag, self.cls_filled[env_idx], self.cls_orig[env_idx])
-        return torch.from_numpy(img[:, None] / 255.0).float()
+        if len(env_idx) == self.E and np.array_equal(env_idx, np.arange(self.E)):
+            lab, orig, filled = self.cls_lab_flat, self.cls_orig_n, self.cls_filled_n
+        else:
+            lab, orig, filled = (self.cls_lab_flat[env_idx], self.cls_orig_n[env_idx],
+                                 self.cls_filled_n[env_idx])
+        img = np.where(self._flags(erased, lab, None), filled, orig)
+        return torch.from_numpy(img.reshape((len(env_idx), 1) + self.cls_shape))
 
     def _scores(self, erased: np.ndarray, env_idx: np.ndarray | None = None) -> np.ndarray:
         if env_idx is None:
@@ -498,35 +551,43 @@ class VecErasingEnv:
         return s.detach().cpu().numpy().astype(np.float64)
 
     # ----------------------------------------------------------- observation
-    def observe(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Return (states [E,K,C,*S] uint8, aux [E,K,N_AUX] float32, active [E,K])."""
-        sp = self._current_sp()
-        chans = [self.frames]
+    def observe(self, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Return (states [E,K,C,*S] uint8, aux [E,K,N_AUX] float32, active [E,K]); with
+        ``rows``, those environments only."""
+        sp = self._sp
+        sel = slice(None) if rows is None else rows
+        chans = [self.frames[sel]]
         if self.cfg.position_channel:
-            crop_lab = self._crop_labels(sp)
-            chans.append((crop_lab == sp.reshape(sp.shape + (1,) * self.nd))[:, :, None] * 255)
-        if self.st_prior is not None:
-            chans.append(np.rint(self.st_prior[self._crop_index(sp)] * 255)[:, :, None])
+            crop_lab = self.st_lab_flat.ravel().take(self._crop_flat(sp)[sel])
+            cur = crop_lab.reshape(-1, self.K, self.S**self.nd) == sp[sel][..., None]
+            chans.append((cur.view(np.uint8) * 255).reshape((-1, self.K, 1) + (self.S,) * self.nd))
+        if self.st_prior_u8 is not None:
+            pri = self.st_prior_u8.ravel().take(self._crop_flat(sp)[sel])
+            chans.append(pri.reshape((-1, self.K, 1) + (self.S,) * self.nd))
         if self.cfg.global_view:
-            chans.append(self._global_channels(sp))
-        states = np.concatenate([c.astype(np.uint8) for c in chans], axis=2)
-        return states, self._aux(sp), self.active()
+            chans.append(self._global_channels(sp, sel))
+        states = np.concatenate(chans, axis=2)
+        aux = self._aux(sp)
+        if rows is not None:
+            aux = aux[rows]
+        return states, aux, self._active[sel].copy()
 
-    def _global_channels(self, sp: np.ndarray) -> np.ndarray:
+    def _global_channels(self, sp: np.ndarray, sel=slice(None)) -> np.ndarray:
         """[E, K, 3, *S] uint8: whole-box view (partly erased), erased region, current superpixel."""
-        nd = self.nd
-        rows = np.arange(self.E).reshape((self.E,) + (1,) * nd)
-        flag = self.erased[rows, self.g_labels]  # [E, *S]
-        img = np.where(flag, self.g_filled, self.g_orig)
-        img = np.clip(np.rint(img), 0, 255).astype(np.uint8)
-        cur = self.g_labels[:, None] == sp.reshape(sp.shape + (1,) * nd)  # [E, K, *S]
-        K = self.K
-        img_k = np.repeat(img[:, None], K, 1)
-        flag_k = np.repeat(flag[:, None], K, 1).astype(np.uint8) * 255
-        return np.stack([img_k, flag_k, cur.astype(np.uint8) * 255], axis=2)
+        lab = self.g_lab_flat[sel]
+        flag = self._flags(self.erased, lab, None if isinstance(sel, slice) else sel)  # [E, P]
+        img = np.where(flag, self.g_filled_u8[sel], self.g_orig_u8[sel])
+        cur = lab[:, None] == sp[sel][..., None]  # [E, K, P]
+        n, K = len(lab), self.K
+        out = np.empty((n, K, 3, lab.shape[1]), np.uint8)
+        out[:, :, 0] = img[:, None]
+        out[:, :, 1] = flag[:, None].view(np.uint8) * 255
+        out[:, :, 2] = cur.view(np.uint8) * 255
+        return out.reshape((n, K, 3) + (self.S,) * self.nd)
 
     def _crop_labels(self, sp: np.ndarray) -> np.ndarray:
-        return self.st_labels[self._crop_index(sp)]
+        lab = self.st_lab_flat.ravel().take(self._crop_flat(sp))
+        return lab.reshape((self.E, self.K) + (self.S,) * self.nd)
 
     def _aux(self, sp: np.ndarray) -> np.ndarray:
         rows = np.arange(self.E)[:, None]
@@ -551,8 +612,9 @@ class VecErasingEnv:
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Apply actions [E, K] (0 pass, 1 erase); return (rewards [E,K], done [E])."""
         E, K = self.E, self.K
-        active = self.active()
-        sp = self._current_sp()
+        self._advance()  # cheap, and right even if the visiting order was edited in between
+        active = self._active
+        sp = self._sp
         rows = np.arange(E)[:, None]
         old_val = self.erased[rows, sp]
         new_val = np.asarray(actions).astype(bool)
@@ -577,9 +639,17 @@ class VecErasingEnv:
         if self.terminal:
             finished |= self.score > 1.0 - self.cfg.stop_margin
         self.done = self.done | finished
-        # frames: shift and add the crop at the new position
-        crop = self._crops(self._current_sp(), self.erased)
-        self.frames = np.concatenate([crop[:, :, None], self.frames[:, :, :-1]], axis=2)
+        self._advance()
+        # frames: shift and add the crop at the new position (at inference, only for the
+        # environments still running: a finished one's frames are never looked at again)
+        if self.compute_rewards:
+            crop = self._crops(self._sp, self.erased)
+            self.frames = np.concatenate([crop[:, :, None], self.frames[:, :, :-1]], axis=2)
+        else:
+            run = np.nonzero(~self.done)[0]
+            if len(run):
+                self.frames[run, :, 1:] = self.frames[run, :, :-1].copy()
+                self.frames[run, :, 0] = self._crops(self._sp, self.erased, run)
         self.curve_area.append(self._erased_area_fraction())
         self.curve_score.append(self.score.copy())
         self.curve_dice.append(self._dice())
@@ -728,9 +798,13 @@ def greedy_rollout(
     flip terminal applies when ``cfg.inference_terminal`` is on)."""
     env = VecErasingEnv(episodes, cfg, scorer, compute_rewards=False, priors=priors,
                         terminal=cfg.inference_terminal)
+    actions = np.zeros((env.E, env.K), np.int64)
     while not env.all_done():
-        states, aux, _ = env.observe()
-        env.step(q_values(states, aux).argmax(-1))
+        run = np.nonzero(~env.done)[0]
+        states, aux, _ = env.observe(run)
+        actions[:] = 0
+        actions[run] = q_values(states, aux).argmax(-1)
+        env.step(actions)
     return env
 
 

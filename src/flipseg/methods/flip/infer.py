@@ -14,12 +14,13 @@ from tqdm.auto import tqdm
 from flipseg.boxes import Box
 from flipseg.bundles import read_bundle
 from flipseg.errors import FlipsegError
-from flipseg.methods.flip.agent import DQNAgent
+from flipseg.methods.flip.agent import DQNAgent, state_channels, to_tensor
 from flipseg.methods.flip.config import FlipConfig
 from flipseg.methods.flip.curriculum import scaled_level
-from flipseg.methods.flip.env import coarse_priors, greedy_rollout, prepare_episode
+from flipseg.methods.flip.env import N_AUX, coarse_priors, greedy_rollout, prepare_episode
 from flipseg.methods.flip.eraser import choose_eraser_sources
 from flipseg.networks.classifier import build_classifier
+from flipseg.networks.traced import inference_graph
 from flipseg.segmenters import Segmenter, case_seed
 
 __all__ = ["FlipModel", "FlipResult", "FlipSegmenter", "default_model_path", "flip_grabcut", "make_scorer"]
@@ -31,13 +32,17 @@ def default_model_path(dims: int = 2) -> Path:
     return Path(str(resources.files("flipseg") / "models" / name))
 
 
-def make_scorer(net: torch.nn.Module, chunk: int = 512) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Wrap a 2-class classifier as tensor [B,1,*S] -> P(normal) [B], eval mode, chunked."""
+def make_scorer(net: torch.nn.Module, chunk: int = 512,
+                forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Wrap a 2-class classifier as tensor [B,1,*S] -> P(normal) [B], eval mode, chunked.
+    ``forward`` replaces ``net``'s own call (an equal inference graph of it)."""
     net.eval()
+    run = forward or net
 
     @torch.no_grad()
     def scorer(x: torch.Tensor) -> torch.Tensor:
-        outs = [torch.softmax(net(x[i : i + chunk]), dim=1)[:, 1] for i in range(0, len(x), chunk)]
+        outs = [torch.softmax(run(x[i : i + chunk]), dim=1)[:, 1] for i in range(0, len(x), chunk)]
         return torch.cat(outs) if outs else torch.zeros(0)
 
     return scorer
@@ -68,8 +73,27 @@ class FlipModel:
             ccfg.get("network", "compact"), spatial_dims=cfg.dims, in_channels=1, num_classes=2
         )
         self.classifier_net.load_state_dict(classifier["state_dict"])
-        self.scorer = make_scorer(self.classifier_net)
         self.classifier_config = ccfg
+        self._build_graphs()
+        self.scorer = make_scorer(self.classifier_net, forward=self._cls_graph)
+
+    def _build_graphs(self) -> None:
+        """Inference graphs of both networks (used only where they equal the eager ones
+        bitwise: :func:`flipseg.networks.traced.inference_graph`)."""
+        cfg, nd = self.cfg, self.cfg.dims
+        S, cs = (cfg.state_size,) * nd, (cfg.classifier_size,) * nd
+        self.agent.q_network.eval()
+        self._q_graph = inference_graph(
+            self.agent.q_network,
+            lambda b: [(b, cfg.agents, state_channels(cfg), *S), (b, cfg.agents, N_AUX)])
+        self._cls_graph = inference_graph(self.classifier_net, lambda b: [(b, 1, *cs)])
+
+    def q_values(self, states: np.ndarray, aux: np.ndarray) -> np.ndarray:
+        """[E, K, C, *S] uint8, [E, K, F] -> Q [E, K, 2] (eval mode, batched)."""
+        dev = self.agent.device
+        with torch.no_grad():
+            q = self._q_graph(to_tensor(states, dev), torch.from_numpy(aux).to(dev))
+        return q.cpu().numpy()
 
     def to_device(self, device: str) -> list[str]:
         """Move the Q-network and the classifier to ``device``; the classifier's scorer takes
@@ -78,7 +102,8 @@ class FlipModel:
         self.agent.device = str(device)
         self.agent.q_network.to(device)
         self.classifier_net.to(device)
-        on_device = make_scorer(self.classifier_net)
+        self._build_graphs()
+        on_device = make_scorer(self.classifier_net, forward=self._cls_graph)
 
         def scorer(x: torch.Tensor) -> torch.Tensor:
             return on_device(x.to(device)).cpu()
@@ -147,8 +172,8 @@ class FlipModel:
                                     seed=seed)
                     for im, b, src in zip(ims, bxs, sources)
                 ]
-                priors = coarse_priors(coarse, cfg, self.scorer, self.agent.q_values)
-            env = greedy_rollout(episodes, cfg, self.scorer, self.agent.q_values, priors=priors)
+                priors = coarse_priors(coarse, cfg, self.scorer, self.q_values)
+            env = greedy_rollout(episodes, cfg, self.scorer, self.q_values, priors=priors)
             masks = env.masks()
             for e, (im, ep, src) in enumerate(zip(ims, episodes, sources)):
                 flipped = im.copy()
