@@ -2,15 +2,21 @@
 
     python benchmarks/speed.py                       # this checkout
     PYTHONPATH=OLD/src python benchmarks/speed.py    # another checkout, to compare
+    python benchmarks/speed.py --workers 2           # also in 2 worker processes
 
 Each method is warmed up on one box, then segments the 64 boxes in one call; the table
-gives the amortised seconds per box and the Dice (to check the masks did not move).
-Run it on a quiet machine.
+gives the amortised seconds per box and the Dice (to check the masks did not move). With
+``--workers N`` each method is also run by an engine of N worker processes (each with
+``cores // N`` torch threads, models loaded before the clock starts), as ``flipseg label
+--workers N`` runs it; the masks must equal the single process's. Run it on a quiet
+machine.
 """
 
 from __future__ import annotations
 
+import argparse
 import time
+from functools import partial
 
 import numpy as np
 
@@ -26,19 +32,45 @@ except ImportError:  # a checkout from before the method registry
     register_all()
 
 
+def _setup(name: str) -> dict:
+    """A worker's state: the method's segmenter, built once."""
+    return {name: get_segmenter(name)}
+
+
 def main() -> None:
-    cases = load_dataset("bus-bra", None, part="test", fold=5)[:64]
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--methods", default="grabcut,flip,flip-vote")
+    ap.add_argument("--boxes", type=int, default=64)
+    ap.add_argument("--workers", type=int, default=1, help="also run in N worker processes")
+    a = ap.parse_args()
+    cases = load_dataset("bus-bra", None, part="test", fold=5)[: a.boxes]
     ims, bxs = [c["image"] for c in cases], [c["box"] for c in cases]
-    print("| method | s/box | Dice % |")
-    print("|---|---|---|")
-    for name in ("grabcut", "flip", "flip-vote"):
+    print("| method | processes | s/box | Dice % | masks as 1 process |")
+    print("|---|---|---|---|---|")
+    for name in a.methods.split(","):
         seg = get_segmenter(name)
         seg.segment_many(ims[:1], bxs[:1])
         t0 = time.perf_counter()
         masks = seg.segment_many(ims, bxs)
         dt = (time.perf_counter() - t0) / len(cases)
         dice = 100 * np.mean([compute_dice(m, c["mask"]) for m, c in zip(masks, cases)])
-        print(f"| {name} | {dt:.3f} | {dice:.2f} |", flush=True)
+        print(f"| {name} | 1 | {dt:.3f} | {dice:.2f} | |", flush=True)
+        if a.workers > 1:
+            from flipseg.engines import PoolEngine, RemoteSegmenter
+
+            engine = PoolEngine(partial(_setup, name), a.workers)
+            try:
+                remote = RemoteSegmenter(engine, name)
+                remote.segment_many(ims[: a.workers], bxs[: a.workers])  # start, load models
+                t0 = time.perf_counter()
+                pool_masks = remote.segment_many(ims, bxs)
+                dt = (time.perf_counter() - t0) / len(cases)
+            finally:
+                engine.close()
+            same = sum(np.array_equal(m, p) for m, p in zip(masks, pool_masks))
+            dice = 100 * np.mean([compute_dice(m, c["mask"]) for m, c in zip(pool_masks, cases)])
+            print(f"| {name} | {a.workers} ({engine.threads} thread each) | {dt:.3f} | {dice:.2f} "
+                  f"| {same}/{len(cases)} |", flush=True)
 
 
 if __name__ == "__main__":
