@@ -43,8 +43,11 @@ def test_unknown_method_lists_valid_ones(folder, tmp_path, capsys):
 
 
 def test_corrupt_png_and_box_outside_are_skipped_and_reported(folder, tmp_path, capsys):
+    # the dataset is an index: an image is read when its case runs, so the corrupt file
+    # (given a mask, so that evaluate scores it) is reported then, and the run goes on
     (folder / "images" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
     first = sorted(p.stem for p in (folder / "images").glob("phantom*.png"))[0]
+    (folder / "masks" / "broken.png").write_bytes((folder / "masks" / f"{first}.png").read_bytes())
     (folder / "boxes.csv").write_text(f"case_id,x0,y0,x1,y1\n{first},900,900,950,950\n")
     out = tmp_path / "o"
     rc = main(["evaluate", "--dataset", "folder", "--data-root", str(folder),

@@ -33,7 +33,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _case_dims(cases: list[dict[str, Any]]) -> int:
-    dims = {np.ndim(c["image"]) for c in cases}
+    from flipseg.data.sample import case_ndim
+
+    dims = {case_ndim(c) for c in cases}
     if len(dims) != 1:
         raise FlipsegError(f"cases mix 2D and 3D images ({sorted(dims)}D); use them apart")
     return dims.pop()
@@ -249,9 +251,11 @@ def _print_not_scored(not_scored: dict[str, list[str]]) -> None:
 
 
 def _load_cases(args: argparse.Namespace) -> tuple[list[dict], list[tuple[str, str]], str]:
+    """The cases of ``--dataset``: an index whose images are read as the cases run, where
+    the reader can (``bus-bra``, ``folder``, ``coco``), so memory stays flat."""
     from flipseg.runs import load_cases
 
-    return load_cases(args)
+    return load_cases(args, lazy=True)
 
 
 def _default_method(args: argparse.Namespace, dims: int) -> str:
@@ -494,7 +498,12 @@ def run_segment(args: argparse.Namespace) -> int:
         cases = _refine_case_boxes(cases, args.refine_box, needs_box, method)
     rows, failed = _segment_cases(cases, partial(build_segmenters, recipes, device=device), args,
                                   method=method, out=out, device=device,
-                                  skip_bad=not args.image)
+                                  skip_bad=not args.image,
+                                  resume_key=None if args.image else json.dumps(
+                                      {"method": method, "recipes": repr(recipes),
+                                       "seed": args.seed, "part": part}, sort_keys=True),
+                                  progress_name=".segment-progress.jsonl" if part is None
+                                  else f".segment-progress-{_part_name(part)}.jsonl")
     failed = list(errors) + failed
     name = "segment.json" if part is None else f"segment-{_part_name(part)}.json"
     atomic_write_text(out / name, json.dumps(rows, indent=2))
@@ -521,40 +530,94 @@ def _chunk_size(n: int, workers: int, most: int) -> int:
 
 
 def _segment_cases(cases: list[dict[str, Any]], setup: Any, args: argparse.Namespace, *,
-                   method: str, out: Path, device: str, skip_bad: bool
+                   method: str, out: Path, device: str, skip_bad: bool,
+                   resume_key: str | None = None, progress_name: str = ".segment-progress.jsonl"
                    ) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
     """Every case segmented and written (:func:`segment_work`) on the engine of ``--workers``
     / ``--engine``; returns the rows of ``segment.json`` (in case order) and the failed
-    cases ``(case_id, message)``."""
+    cases ``(case_id, message)``.
+
+    With ``resume_key`` (the run's method, options and seed), each chunk's rows are
+    appended to ``OUT/.segment-progress.jsonl`` (``progress_name``) as it finishes; a re-run with the same key
+    skips the cases found there whose mask is on disk (a run stopped half-way goes on
+    where it stopped). The file goes once the run is done."""
     from tqdm.auto import tqdm
 
     from flipseg.engines.base import split
     from flipseg.engines.options import make_engine
 
     _, workers = _engine_settings(args)
-    chunks = split(cases, _chunk_size(len(cases), workers, SEGMENT_CHUNK))
+    progress = _Progress(out / progress_name, resume_key) if resume_key else None
+    before = progress.rows if progress else {}
+    before = {cid: r for cid, r in before.items() if (out / f"{cid}_mask.png").is_file()}
+    todo = [c for c in cases if c["case_id"] not in before]
+    if before:
+        print(f"segment: {len(cases) - len(todo)} case(s) done before, {len(todo)} to go")
+    chunks = split(todo, _chunk_size(len(todo), workers, SEGMENT_CHUNK))
     work = partial(segment_work, method=method, seed=args.seed, out=str(out), skip_bad=skip_bad)
-    done: dict[int, list[dict[str, Any]]] = {}
+    got: dict[str, dict[str, Any]] = dict(before)
     failed: list[tuple[str, str]] = []
-    bar = tqdm(total=len(cases), desc=method, unit="box", disable=len(cases) < 2, leave=False)
-    with make_engine(setup, args, device=device) as engine:
-        if workers > 1 or engine.describe != "this process":
-            tqdm.write(f"segment: the cases run in {engine.describe}")
-        for res in engine.map(work, chunks):
-            chunk = chunks[res.index]
-            if res.error is not None:  # the chunk as a whole (a worker died, ...)
-                if not skip_bad:
-                    raise res.error
-                done[res.index], bad = [], [(c["case_id"], _one_line(res.error)) for c in chunk]
-            else:
-                done[res.index], bad = res.value
-            for cid, msg in bad:
-                tqdm.write(f"skipped case {cid}: {msg}")
-            failed += bad
-            bar.update(len(chunk))
+    bar = tqdm(total=len(todo), desc=method, unit="box", disable=len(todo) < 2, leave=False)
+    if chunks:
+        with make_engine(setup, args, device=device) as engine:
+            if workers > 1 or engine.describe != "this process":
+                tqdm.write(f"segment: the cases run in {engine.describe}")
+            for res in engine.map(work, chunks):
+                chunk = chunks[res.index]
+                if res.error is not None:  # the chunk as a whole (a worker died, ...)
+                    if not skip_bad:
+                        raise res.error
+                    rows, bad = [], [(c["case_id"], _one_line(res.error)) for c in chunk]
+                else:
+                    rows, bad = res.value
+                for cid, msg in bad:
+                    tqdm.write(f"skipped case {cid}: {msg}")
+                failed += bad
+                got.update((r["case_id"], r) for r in rows)
+                if progress:
+                    progress.add(rows)
+                bar.update(len(chunk))
     bar.close()
-    rows = [r for i in sorted(done) for r in done[i]]
+    rows = [got[c["case_id"]] for c in cases if c["case_id"] in got]
+    if progress:
+        progress.finish()
     return rows, failed
+
+
+class _Progress:
+    """Rows of a run appended as its chunks finish (JSON lines after a settings header),
+    read back by a re-run with the same settings; other settings start afresh."""
+
+    def __init__(self, path: Path, key: str) -> None:
+        self.path, self.key = path, key
+        self.rows: dict[str, dict[str, Any]] = {}
+        if path.is_file():
+            try:
+                lines = path.read_text(encoding="utf-8").splitlines()
+                if lines and json.loads(lines[0]).get("settings") == key:
+                    for line in lines[1:]:
+                        try:
+                            row = json.loads(line)
+                        except json.JSONDecodeError:  # a line cut short by a crash
+                            continue
+                        self.rows[row["case_id"]] = row
+            except (OSError, ValueError, KeyError, AttributeError):
+                self.rows = {}
+        if not self.rows:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"settings": key}) + "\n", encoding="utf-8")
+
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        import os
+
+        with open(self.path, "a", encoding="utf-8") as f:
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def finish(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -16,6 +16,12 @@ Metrics of shifted-box repeats are averaged per case before the dataset summary;
 CON is clipped per case to [-1, 1] first (:func:`flipseg.metrics.clip_for_summary`).
 Cases that fail are reported, listed in ``errors.csv`` and skipped; the run finishes.
 
+Cases are read and segmented chunk by chunk (lazy samples, :class:`LazySample`, are read
+when their chunk runs, never all at once). After each chunk its rows are appended to
+``.progress.jsonl`` in the method's folder; a run stopped half-way and started again with
+the same settings (method, dataset, box shift, repeats, seed, ``resume_key``) goes on from
+there. The file is deleted once the method's reports are written.
+
 Timing: a method that segments one case at a time (it keeps
 :meth:`Segmenter.segment_many`'s loop) is timed case by case (``batch_size`` 1); a
 method that batches is given up to ``batch_size`` cases at once and each case gets the
@@ -27,6 +33,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -35,7 +42,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from flipseg.boxes import Box, parse_shift_level, shifted_boxes
-from flipseg.errors import FlipsegError
+from flipseg.data.sample import LazySample, case_ndim
+from flipseg.errors import FlipsegError, MaskShapeError
 from flipseg.io_utils import atomic_write_text
 from flipseg.metrics import (
     SUMMARY_BOUNDS,
@@ -113,7 +121,22 @@ def distance_unit(samples: Sequence[dict[str, Any]]) -> str:
         sp = s.get("spacing")
         if sp is not None and any(float(v) != 1.0 for v in sp):
             return "mm"
-    return "voxels" if samples and np.ndim(samples[0]["image"]) == 3 else "px"
+    return "voxels" if samples and case_ndim(samples[0]) == 3 else "px"
+
+
+def _has(sample: Any, key: str) -> bool:
+    """Whether ``sample`` has ``key`` with a value other than None, without reading a
+    :class:`LazySample`'s files when its reader declared its keys."""
+    if isinstance(sample, LazySample):
+        if key in sample.known:
+            return sample.known[key] is not None
+        return key in sample
+    return sample.get(key) is not None
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def _batches(seg: Any) -> bool:
@@ -163,22 +186,27 @@ def _segment_chunk(seg: Any, name: str, images: list[np.ndarray], boxes: list[Bo
 
 
 class _Worst:
-    """The ``limit`` cases of lowest Dice seen so far, each with its lowest-Dice repeat."""
+    """The ``limit`` cases of lowest Dice seen so far, each with its lowest-Dice repeat.
+
+    The mask is None for rows resumed from ``.progress.jsonl`` (:func:`_write_worst`
+    segments those cases again)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = max(0, int(limit))
-        self.kept: dict[int, tuple[float, int, Box, np.ndarray]] = {}
+        self.kept: dict[int, tuple[float, int, Box, np.ndarray | None]] = {}
 
-    def add(self, case: int, repeat: int, box: Box, pred: np.ndarray, dice: float) -> None:
+    def add(self, case: int, repeat: int, box: Box, pred: np.ndarray | None,
+            dice: float) -> None:
         if self.limit == 0:
             return
         old = self.kept.get(case)
         if old is None or dice < old[0]:
-            self.kept[case] = (float(dice), repeat, box, np.asarray(pred, bool))
+            self.kept[case] = (float(dice), repeat, box,
+                               None if pred is None else np.asarray(pred, bool))
         if len(self.kept) > 2 * self.limit:
             self.kept = dict(self.ranked())
 
-    def ranked(self) -> list[tuple[int, tuple[float, int, Box, np.ndarray]]]:
+    def ranked(self) -> list[tuple[int, tuple[float, int, Box, np.ndarray | None]]]:
         """(case index, (dice, repeat, box, mask)), lowest Dice first, at most ``limit``."""
         order = sorted(self.kept.items(), key=lambda kv: (kv[1][0], kv[0]))
         return order[: self.limit]
@@ -197,6 +225,7 @@ def evaluate_methods(
     progress: bool = True,
     errors: Sequence[tuple[str, str]] = (),
     worst: int = 16,
+    resume_key: str | None = None,
 ) -> dict[str, Any]:
     """Run and score every method on every case with a mask and a box.
 
@@ -209,6 +238,9 @@ def evaluate_methods(
     batch_size : cases given at once to a method that batches
     errors : (case_id, message) pairs of cases that already failed to load
     worst : tiles of ``worst.png`` (the lowest-Dice cases); 0 writes none
+    resume_key : anything else the results depend on (e.g. the methods' options), as a
+        string: a ``.progress.jsonl`` left by a stopped run is resumed only when it was
+        written with the same method, dataset, box shift, repeats, seed and ``resume_key``
 
     Returns
     -------
@@ -224,64 +256,111 @@ def evaluate_methods(
     out.mkdir(parents=True, exist_ok=True)
     shift = parse_shift_level(box_shift)
     reps = repeats if shift != (0, 0) else 1
-    cases = [s for s in samples if s.get("mask") is not None and s.get("box") is not None]
-    not_scored = {
-        "without_mask": [str(s["case_id"]) for s in samples if s.get("mask") is None],
-        "without_box": [str(s["case_id"]) for s in samples
-                        if s.get("mask") is not None and s.get("box") is None],
-    }
+    # presence only: a lazy sample whose reader declared its keys is not read here; one
+    # whose index has no box (its box comes from its mask) is checked when read
+    cases: list[Any] = []
+    place: list[int] = []  # each case's place in samples
+    not_scored: dict[str, list[str]] = {"without_mask": [], "without_box": []}
+    boxless: dict[int, str] = {}  # place in samples -> case id, of cases with no box
+    unread: list[list[str]] = []
+    for k, s in enumerate(samples):
+        try:
+            has_mask = _has(s, "mask")
+            has_box = has_mask and (_box_when_read(s) or _has(s, "box"))
+        except MaskShapeError:
+            raise
+        except FlipsegError as exc:  # a lazy sample that had to be read to tell
+            unread.append([str(s["case_id"]), _one_line(exc)])
+            continue
+        if not has_mask:
+            not_scored["without_mask"].append(str(s["case_id"]))
+        elif not has_box:
+            boxless[k] = str(s["case_id"])
+        else:
+            cases.append(s)
+            place.append(k)
+    not_scored["without_box"][:] = boxless.values()
     if not cases:
-        raise FlipsegError(
-            f"dataset {dataset!r} has no case with both a mask and a box "
-            f"({len(not_scored['without_mask'])} without a mask, "
-            f"{len(not_scored['without_box'])} without a box)")
+        _no_cases(dataset, not_scored)
     context = {
         "box_shift": box_shift or "0", "repeats": reps, "unit": distance_unit(cases),
-        "not_scored": not_scored, "load_errors": len(errors),
+        "not_scored": not_scored, "load_errors": len(errors) + len(unread),
         "masks_resized": {str(s["case_id"]): list(s["mask_resized"]) for s in cases
-                          if s.get("mask_resized")},
+                          if _has(s, "mask_resized") and s.get("mask_resized")},
     }
-    jobs = [(i, r, b) for i, s in enumerate(cases)  # (case index, repeat, box)
-            for r, b in enumerate(case_boxes(s, shift, repeats=reps, seed=seed))]
-    err_rows = [list(e) for e in errors]
+    jobs = [(i, r) for i in range(len(cases)) for r in range(reps)]  # (case index, repeat)
+    index: dict[str, int] = {}
+    for i, s in enumerate(cases):
+        index.setdefault(str(s["case_id"]), i)
+    err_rows = [list(e) for e in errors] + unread
     results: dict[str, Any] = {"dataset": dataset, "methods": {}, "errors": err_rows,
                                "not_scored": not_scored}
     per_case: dict[str, dict[str, dict[str, float]]] = {}
     for name, seg in segmenters.items():
-        rows: list[dict[str, Any]] = []
+        mdir = out / name if len(segmenters) > 1 else out
+        mdir.mkdir(parents=True, exist_ok=True)
+        progress_path = mdir / ".progress.jsonl"
+        settings = {"method": name, "dataset": dataset, "box_shift": "-".join(map(str, shift)),
+                    "repeats": reps, "seed": seed, "resume_key": resume_key}
+        rows = _resume(progress_path, settings, index)
         failed: list[list[str]] = []
         worst_cases = _Worst(worst)
+        for row in rows:
+            worst_cases.add(index[row["case_id"]], row["repeat"], Box.parse(row["box"]), None,
+                            row["dice"])
+        done = {(r["case_id"], r["repeat"]) for r in rows}
+        todo = [(i, r) for i, r in jobs if (str(cases[i]["case_id"]), r) not in done]
+        # cases this method could not read, or (found by a method before) without a box
+        skip = {i for i in range(len(cases)) if place[i] in boxless}
         timing = "batch" if _batches(seg) else "alone"
-        bar = tqdm(total=len(jobs), desc=name, unit="case", disable=not progress)
-        for start in range(0, len(jobs), batch_size):
-            chunk = jobs[start : start + batch_size]
+        bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc=name, unit="case",
+                   disable=not progress)
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start : start + batch_size]
+            read = _read_chunk(cases, chunk, shift, reps, seed, name, failed, skip,
+                               boxless, place)
+            ready = [(i, r) for i, r in chunk if i in read]
+            if not ready:
+                bar.update(len(chunk))
+                continue
             preds, seconds, sizes, retried = _segment_chunk(
-                seg, name, [cases[i]["image"] for i, _, _ in chunk], [b for _, _, b in chunk],
-                [cases[i]["case_id"] for i, _, _ in chunk], seed, failed)
+                seg, name, [read[i][0] for i, _ in ready], [read[i][2][r] for i, r in ready],
+                [cases[i]["case_id"] for i, _ in ready], seed, failed)
             if retried:
                 timing = "batch, some alone"
-            for (i, r, b), pred, sec, size in zip(chunk, preds, seconds, sizes):
+            new_rows: list[dict[str, Any]] = []
+            for (i, r), pred, sec, size in zip(ready, preds, seconds, sizes):
                 if pred is None:
                     continue
                 s = cases[i]
-                m = segmentation_metrics(pred, s["mask"], spacing=s.get("spacing"))
+                b = read[i][2][r]
+                mask = read[i][1]
+                m = segmentation_metrics(pred, mask, spacing=s.get("spacing"))
                 row: dict[str, Any] = {"case_id": s["case_id"], "repeat": r, "box": str(b)}
                 row.update({k: float(v) for k, v in m.items()})
-                row["undefined"] = " ".join(undefined_metrics(pred, s["mask"]))
+                row["undefined"] = " ".join(undefined_metrics(pred, mask))
                 row["seconds"] = sec
                 row["batch_size"] = size
-                rows.append(row)
+                new_rows.append(row)
                 worst_cases.add(i, r, b, pred, m["dice"])
+            rows.extend(new_rows)
+            _append_progress(progress_path, new_rows)
             bar.update(len(chunk))
         bar.close()
+        if boxless:
+            not_scored["without_box"][:] = [boxless[k] for k in sorted(boxless)]
+            if not rows and all(place[i] in boxless for i in range(len(cases))):
+                progress_path.unlink(missing_ok=True)
+                _no_cases(dataset, not_scored)
+        rows.sort(key=lambda row: (index[str(row["case_id"])], row["repeat"]))
         for cid, msg in failed:
             tqdm.write(f"skipped case {cid}: {msg}")
         err_rows.extend(failed)
-        mdir = out / name if len(segmenters) > 1 else out
         summary = _write_method(mdir, name, dataset, rows,
                                 {**context, "failed": len(failed), "timing": timing})
         if worst_cases.limit and worst_cases.kept:
-            _write_worst(mdir / "worst.png", cases, worst_cases, reps)
+            _write_worst(mdir / "worst.png", cases, worst_cases, reps, seg, seed)
+        progress_path.unlink(missing_ok=True)
         results["methods"][name] = summary
         per_case[name] = _case_means(rows)
     if err_rows:
@@ -296,18 +375,117 @@ def evaluate_methods(
     return results
 
 
-def _write_worst(path: Path, cases: Sequence[dict], worst: _Worst, reps: int) -> None:
-    """``worst.png``: a :func:`flipseg.viz.case_sheet` of the lowest-Dice cases."""
+def _no_cases(dataset: str, not_scored: dict[str, list[str]]) -> None:
+    raise FlipsegError(
+        f"dataset {dataset!r} has no case with both a mask and a box "
+        f"({len(not_scored['without_mask'])} without a mask, "
+        f"{len(not_scored['without_box'])} without a box)")
+
+
+def _box_when_read(sample: Any) -> bool:
+    """Whether ``sample`` is a :class:`LazySample` whose box is known only once it is read
+    (its index has none: the reader takes it from the mask)."""
+    return isinstance(sample, LazySample) and sample.known.get("box") is None
+
+
+def _read_chunk(cases: Sequence[Any], chunk: Sequence[tuple[int, int]],
+                shift: tuple[int, int], reps: int, seed: int, name: str,
+                failed: list[list[str]], skip: set[int], boxless: dict[int, str],
+                place: Sequence[int]) -> dict[int, tuple[np.ndarray, np.ndarray, list[Box]]]:
+    """Case index -> (image, mask, boxes) of the chunk's cases, each read once.
+
+    A case whose files cannot be read (a :class:`FlipsegError`) is appended to
+    ``failed`` once and left out; a :class:`MaskShapeError` propagates. A lazy case
+    that turns out to have no box goes to ``boxless`` (by its place in the samples)."""
+    read: dict[int, tuple[np.ndarray, np.ndarray, list[Box]]] = {}
+    for i, _ in chunk:
+        if i in read or i in skip:
+            continue
+        s = cases[i]
+        try:
+            image, mask = s["image"], s["mask"]
+            if s.get("box") is None:
+                skip.add(i)
+                boxless[place[i]] = str(s["case_id"])
+                continue
+            boxes = case_boxes(s, shift, repeats=reps, seed=seed)
+        except MaskShapeError:
+            raise
+        except FlipsegError as exc:
+            skip.add(i)
+            failed.append([str(s["case_id"]), f"{name}: {_one_line(exc)}"])
+            continue
+        read[i] = (image, mask, boxes)
+    return read
+
+
+def _resume(path: Path, settings: dict[str, Any], index: dict[str, int]
+            ) -> list[dict[str, Any]]:
+    """The rows a stopped run with the same ``settings`` left in ``path`` (of cases still
+    in the dataset); the file is rewritten with them (else started afresh) so that the
+    next chunks append to a whole file."""
+    settings = json.loads(json.dumps(settings, default=str))
+    rows: list[dict[str, Any]] = []
+    if path.is_file():
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+        try:
+            header = json.loads(lines[0]) if lines else None
+        except ValueError:
+            header = None
+        if isinstance(header, dict) and header.get("settings") == settings:
+            seen = set()
+            for line in lines[1:]:
+                try:
+                    row = json.loads(line)
+                except ValueError:  # a line cut short when the run stopped
+                    continue
+                if not (isinstance(row, dict) and {"case_id", "repeat", "box", "dice"} <= set(row)
+                        and str(row["case_id"]) in index):
+                    continue
+                row["case_id"] = str(row["case_id"])
+                key = (row["case_id"], row.get("repeat"))
+                if key not in seen:
+                    seen.add(key)
+                    rows.append(row)
+    text = "".join(json.dumps(x) + "\n" for x in [{"settings": settings}, *rows])
+    atomic_write_text(path, text)
+    return rows
+
+
+def _append_progress(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Append ``rows`` to ``.progress.jsonl``, on disk before the next chunk starts."""
+    if not rows:
+        return
+    with open(path, "a", encoding="utf-8") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in rows))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _write_worst(path: Path, cases: Sequence[Any], worst: _Worst, reps: int,
+                 seg: Any, seed: int) -> None:
+    """``worst.png``: a :func:`flipseg.viz.case_sheet` of the lowest-Dice cases (a case
+    resumed from ``.progress.jsonl``, whose mask was not kept, is segmented again)."""
     from flipseg.viz import case_sheet, save_png
 
     tiles = []
     for i, (dice, r, box, pred) in worst.ranked():
         s = cases[i]
+        try:
+            image, mask = s["image"], s["mask"]
+            if pred is None:
+                pred = np.asarray(seg.segment_many([image], [box], seed=seed)[0], bool)
+        except MaskShapeError:
+            raise
+        except FlipsegError:  # unreadable now: the tile is left out
+            continue
         title = f"{s['case_id']}\nDice {dice * 100:.1f} %"
         if reps > 1:
             title += f" (box {r + 1} of {reps})"
-        tiles.append((s["image"], box, pred, s["mask"], title))
-    save_png(path, case_sheet(tiles))
+        tiles.append((image, box, pred, mask, title))
+    if tiles:
+        save_png(path, case_sheet(tiles))
 
 
 def _metric_keys(rows: list[dict[str, Any]]) -> list[str]:

@@ -104,36 +104,38 @@ def _from_files(images: Path, boxes: Path | None, opts: dict[str, Any],
         suffix = boxes.suffix.lower()
         if suffix == ".csv":
             return _call_loader(load_images, "a boxes.csv input", opts, images, boxes=boxes,
-                                errors=errors)
+                                errors=errors, lazy=True)
         if suffix == ".json":
             if _json_kind(boxes) == "coco":
                 return _call_loader(load_coco, "a COCO input", opts, images, annotations=boxes,
-                                    errors=errors)
+                                    errors=errors, lazy=True)
             return _call_loader(load_datalist, "a datalist input", opts, images,
                                 datalist=boxes, errors=errors)
         raise FlipsegError(f"--boxes {boxes}: give a COCO .json, a datalist .json or a "
                            "boxes .csv")
     if images.is_file() and images.suffix.lower() == ".json":
         if _json_kind(images) == "coco":
-            return _call_loader(load_coco, "a COCO input", opts, images, errors=errors)
+            return _call_loader(load_coco, "a COCO input", opts, images, errors=errors, lazy=True)
         return _call_loader(load_datalist, "a datalist input", opts, images, errors=errors)
     if not images.is_dir():
         raise FlipsegError(f"--images {images}: give a folder (or a COCO / datalist .json)")
     has_csv = (images / "boxes.csv").is_file()
     if (images / "manifest.json").is_file() or ((images / "images").is_dir() and has_csv):
-        return _call_loader(load_folder, "a folder dataset", opts, images, errors=errors)
+        return _call_loader(load_folder, "a folder dataset", opts, images, errors=errors,
+                            lazy=True)
     if has_csv:
         return _call_loader(load_images, "a boxes.csv input", opts, images,
-                            boxes=images / "boxes.csv", errors=errors)
+                            boxes=images / "boxes.csv", errors=errors, lazy=True)
     try:
         coco = find_coco_file(images)
     except FlipsegError:
         coco = None
     if coco is not None:
         return _call_loader(load_coco, "a COCO input", opts, images, annotations=coco,
-                            errors=errors)
+                            errors=errors, lazy=True)
     if (images / "images").is_dir():  # boxes from the masks/ folder
-        return _call_loader(load_folder, "a folder dataset", opts, images, errors=errors)
+        return _call_loader(load_folder, "a folder dataset", opts, images, errors=errors,
+                            lazy=True)
     raise FlipsegError(f"--images {images} has no boxes (no boxes.csv, manifest or COCO file): "
                        "give them with --boxes FILE")
 
@@ -148,7 +150,7 @@ def read_label_cases(args: argparse.Namespace) -> tuple[list[dict[str, Any]], li
     if args.dataset:
         if args.images or args.boxes:
             raise FlipsegError("give --images [--boxes] or --dataset, not both")
-        cases, errors, _name = load_cases(args)
+        cases, errors, _name = load_cases(args, lazy=True)
     else:
         if not args.images:
             raise FlipsegError("give --images FOLDER [--boxes FILE] or --dataset NAME")
@@ -356,8 +358,14 @@ def label_work(state: dict[str, Any], chunk: list[dict[str, Any]], *, method: st
     return out
 
 
-def _work_case(c: dict[str, Any]) -> dict[str, Any]:
-    """What a worker needs of a case (not its mask, files or DICOM geometry)."""
+def _work_case(c: dict[str, Any]) -> Any:
+    """What a worker needs of a case (not its mask, files or DICOM geometry). A lazy case
+    goes as it is: it is read in the worker's own process, or where it is pickled for
+    another process, when its chunk runs (not all at once up front)."""
+    from flipseg.data.sample import LazySample
+
+    if isinstance(c, LazySample):
+        return c
     return {"case_id": c["case_id"], "image": c["image"], "box": c["box"]}
 
 
@@ -385,17 +393,57 @@ def _run_boxes(engine: Any, method: str, todo: list[dict[str, Any]], out: Path,
                 errors.append((c["case_id"], got))
                 tqdm.write(f"skipped case {c['case_id']}: {got}")
                 continue
-            if got[0].shape != np.shape(c["image"]):
+            shape = _image_shape(c)
+            if got[0].shape != shape:
                 errors.append((c["case_id"], f"mask shape {got[0].shape} != image shape "
-                                             f"{np.shape(c['image'])}"))
+                                             f"{shape}"))
                 continue
             _save_case(out, manifest, c, got[0], got[1], got[2])
+        for c in chunk:
+            _release(c)
         _save_manifest(out, manifest, part)
         bar.update(len(chunk))
     bar.close()
 
 
+def _image_shape(c: Any) -> tuple[int, ...]:
+    """A case's image shape (a lazy case is read, or found in the cache)."""
+    return tuple(np.shape(c["image"]))
+
+
+def _release(c: Any) -> None:
+    """Let a lazy case's image go (it is read again if needed)."""
+    release = getattr(c, "release", None)
+    if release is not None:
+        release()
+
+
 # ------------------------------------------------------------------ writing
+class _Groups(dict):
+    """Image key -> its boxes' cases; their masks are read by ``load(case) -> (mask,
+    disagreement)`` one image at a time (:meth:`items`), so writing 100,000 masks holds one
+    image's at a time (``flipseg label`` reads them from ``done/``, ``serve`` from its
+    store)."""
+
+    def __init__(self, load: Callable[[Any], tuple[np.ndarray, np.ndarray | None]]) -> None:
+        super().__init__()
+        self.load = load
+
+    def add(self, key: Any, case: Any) -> None:
+        self.setdefault(key, []).append(case)
+
+    def items(self):  # type: ignore[override]
+        for key, cases in super().items():
+            yield key, [(c, *self.load(c)) for c in cases]
+
+    def values(self):  # type: ignore[override]
+        for _key, items in self.items():
+            yield items
+
+    def cases(self) -> list[Any]:
+        return [c for cs in super().values() for c in cs]
+
+
 def _merged(items: list[tuple[dict, np.ndarray, np.ndarray | None]]) -> np.ndarray:
     return np.logical_or.reduce([m for _c, m, _d in items])
 
@@ -422,16 +470,18 @@ def _write_files(out: Path, fmt: str, groups: dict, names: dict, errors: list) -
                              spacing=c0.get("spacing"), meta=c0.get("volume_meta"))
 
 
-def _write_coco(out: Path, groups: dict, names: dict, method: str, images_root: Path | None) -> None:
+def _write_coco(out: Path, groups: "_Groups", names: dict, method: str,
+                images_root: Path | None) -> None:
     from flipseg.export.coco import coco_annotation, write_coco
 
     images, anns, cats = [], [], {}
-    from_coco = all(c.get("coco_image") for items in groups.values() for c, _m, _d in items)
-    used_ids = {c.get("coco_annotation_id") for items in groups.values() for c, _m, _d in items}
+    every = groups.cases()
+    from_coco = all(c.get("coco_image") for c in every)
+    used_ids = {c.get("coco_annotation_id") for c in every}
     next_id = max([i for i in used_ids if isinstance(i, int)] + [0]) + 1
     for n, (key, items) in enumerate(groups.items(), start=1):
         c0 = items[0][0]
-        h, w = np.shape(c0["image"])
+        h, w = np.shape(items[0][1])  # the mask has the image's shape
         if from_coco:
             entry = dict(c0["coco_image"])
         else:
@@ -494,7 +544,7 @@ def _write_nnunet(out: Path, groups: dict, names: dict, args: argparse.Namespace
     ending = ".png"
     for key, items in groups.items():
         c0 = items[0][0]
-        lesion = np.zeros(np.shape(c0["image"]), bool)
+        lesion = np.zeros(np.shape(items[0][1]), bool)
         unsure = np.zeros_like(lesion)
         for _c, m, d in items:
             if ignore and d is not None:
@@ -513,8 +563,10 @@ def _write_nnunet(out: Path, groups: dict, names: dict, args: argparse.Namespace
         except FlipsegError as exc:
             errors += [(c["case_id"], f"nnunet: {exc}") for c, _m, _d in items]
             continue
+        finally:
+            _release(c0)
         n += 1
-        ending = ".png" if np.ndim(c0["image"]) == 2 else ".nii.gz"
+        ending = ".png" if labels.ndim == 2 else ".nii.gz"
     nnunet.write_dataset_json(folder, num_training=n, file_ending=ending, ignore=ignore)
     return folder
 
@@ -536,14 +588,16 @@ def _write_qc(out: Path, done: list[dict[str, Any]], manifest: dict[str, Any]) -
     atomic_write_text(out / "qc.csv", buf.getvalue())
 
 
-def _write_worst(out: Path, groups: dict, n: int = 16) -> None:
+def _write_worst(out: Path, groups: "_Groups", n: int = 16) -> None:
     """``worst.png``: a contact sheet of the ``n`` lowest-scored masks, to review first."""
     from flipseg.viz import case_sheet, save_png
 
-    items = [(c, m) for its in groups.values() for c, m, _d in its]
-    items.sort(key=lambda cm: cm[0].get("quality") if cm[0].get("quality") is not None else 1.0)
-    tiles = [(c["image"], c["box"], m, None, f"{c['case_id']} q={c.get('quality') or 0:.2f}")
-             for c, m in items[:n]]
+    every = sorted(groups.cases(),
+                   key=lambda c: c.get("quality") if c.get("quality") is not None else 1.0)
+    tiles = []
+    for c in every[:n]:
+        m = groups.load(c)[0]
+        tiles.append((c["image"], c["box"], m, None, f"{c['case_id']} q={c.get('quality') or 0:.2f}"))
     save_png(out / "worst.png", case_sheet(tiles))
 
 
@@ -666,11 +720,11 @@ def run_label(args: argparse.Namespace) -> int:
         _save_manifest(out, manifest)  # done.json: every box, the parts' too
     failed = {cid for cid, _m in errors}
     done = [c for c in cases if c["case_id"] not in failed and c["case_id"] in manifest["cases"]]
-    groups: dict[tuple[str, Any], list[tuple[dict, np.ndarray, np.ndarray | None]]] = {}
+    # masks read from done/ an image at a time, as they are written
+    groups = _Groups(lambda c: _load_case(out, manifest, c["case_id"]))
     for c in done:
         c["quality"] = manifest["cases"][c["case_id"]].get("quality")
-        mask, disagree = _load_case(out, manifest, c["case_id"])
-        groups.setdefault(_image_key(c), []).append((c, mask, disagree))
+        groups.add(_image_key(c), c)
     names = _image_names(done)
     written = []
     if groups:

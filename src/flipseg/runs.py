@@ -113,9 +113,11 @@ def parse_data_opts(items: Sequence[str]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------- cases
-def load_cases(args: argparse.Namespace) -> tuple[list[dict], list[tuple[str, str]], str]:
+def load_cases(args: argparse.Namespace, *, lazy: bool = False
+               ) -> tuple[list[dict], list[tuple[str, str]], str]:
     """Read the dataset named by the CLI arguments (``--dataset``, ``--data-root``,
-    ``--fold``, ``--split``, ``--limit``, ``--data-opt``).
+    ``--fold``, ``--split``, ``--limit``, ``--data-opt``). ``lazy``: an index whose images
+    are read when used, where the reader can (:func:`flipseg.data.load_dataset`).
 
     Returns (samples, errors, dataset name). Cases that fail to load are returned as
     ``(case_id, message)`` errors instead of stopping the run.
@@ -132,7 +134,7 @@ def load_cases(args: argparse.Namespace) -> tuple[list[dict], list[tuple[str, st
     if args.fold is not None:
         opts["fold"] = args.fold
     errors: list[tuple[str, str]] = []
-    samples = load_dataset(name, args.data_root, part=part, errors=errors, **opts)
+    samples = load_dataset(name, args.data_root, part=part, errors=errors, lazy=lazy, **opts)
     if args.limit is not None:
         samples = samples[: args.limit]
     if not samples:

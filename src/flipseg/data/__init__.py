@@ -162,7 +162,7 @@ def _check_opts(name: str, func: Callable, opts: dict[str, Any], extra: tuple = 
     """Unknown loader options fail with the list of valid ones."""
     params = inspect.signature(func).parameters
     valid = sorted(
-        {p for p, v in params.items() if v.kind == v.KEYWORD_ONLY} - {"errors", "case_id"}
+        {p for p, v in params.items() if v.kind == v.KEYWORD_ONLY} - {"errors", "case_id", "lazy"}
         | set(extra)
     )
     for key in opts:
@@ -184,27 +184,29 @@ def _load_busi(root, *, fold=None, part="all", errors=None, cv=5, **opts):
 
 
 @DATASETS.register("bus-bra")
-def _load_busbra(root, *, fold=None, part="all", errors=None, **opts):
+def _load_busbra(root, *, fold=None, part="all", errors=None, lazy=False, **opts):
     _check_opts("bus-bra", load_busbra, opts)
-    return load_busbra(_root("bus-bra", root), fold=fold, part=part, errors=errors, **opts)
+    return load_busbra(_root("bus-bra", root), fold=fold, part=part, errors=errors, lazy=lazy,
+                       **opts)
 
 
 @DATASETS.register("folder")
-def _load_folder(root, *, fold=None, part="all", errors=None, cv=5, **opts):
+def _load_folder(root, *, fold=None, part="all", errors=None, cv=5, lazy=False, **opts):
     _check_opts("folder", load_folder, opts, extra=("cv",))
     if root is None:
         raise FlipsegError("dataset 'folder' needs a root folder (images/ or manifest.json)")
-    samples = load_folder(_root("folder", root), errors=errors, **opts)
+    samples = load_folder(_root("folder", root), errors=errors, lazy=lazy, **opts)
     return _cv_part("folder", samples, fold, part, cv)
 
 
 @DATASETS.register("coco")
-def _load_coco(root, *, fold=None, part="all", errors=None, cv=5, **opts):
+def _load_coco(root, *, fold=None, part="all", errors=None, cv=5, lazy=False, **opts):
     _check_opts("coco", load_coco, opts, extra=("cv",))
     if root is None:
         raise FlipsegError("dataset 'coco' needs a root folder (the images, or a CVAT/Label "
                            "Studio COCO export) and --data-opt annotations=FILE")
-    return _cv_part("coco", load_coco(_root("coco", root), errors=errors, **opts), fold, part, cv)
+    return _cv_part("coco", load_coco(_root("coco", root), errors=errors, lazy=lazy, **opts),
+                    fold, part, cv)
 
 
 @DATASETS.register("datalist")
@@ -256,6 +258,7 @@ def load_dataset(
     fold: int | None = None,
     part: str = "all",
     errors: list | None = None,
+    lazy: bool = False,
     **opts: Any,
 ) -> list[dict[str, Any]]:
     """Read a registered dataset as a list of sample dicts.
@@ -272,6 +275,10 @@ def load_dataset(
         :func:`_cv_part`); the generated datasets need ``part="all"``.
     errors : if a list, cases that fail to load are appended as
         ``(case_id, message)`` and skipped; if None the first one raises.
+    lazy : where the reader can (``bus-bra``, ``folder``, ``coco`` with raster images),
+        return an index of :class:`~flipseg.data.sample.LazySample` entries whose images
+        are read when used, so memory does not grow with the dataset; the other readers
+        load as before.
     opts : passed to the loader (e.g. ``include_normal=True`` for BUSI,
         ``cv="10"`` for BUS-BRA, ``n=``/``seed=`` for phantoms).
 
@@ -283,4 +290,6 @@ def load_dataset(
         fold/part.
     """
     loader = DATASETS.get(str(name).lower())
+    if lazy and "lazy" in inspect.signature(loader).parameters:
+        opts["lazy"] = True
     return loader(root, fold=fold, part=part, errors=errors, **opts)

@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable
 
 from flipseg.boxes import Box
 from flipseg.data.io import read_image, read_mask
-from flipseg.data.sample import make_sample, try_case
+from flipseg.data.sample import case_entry, make_sample, try_case
 from flipseg.data.splits import PARTS, check_fold
 from flipseg.errors import FlipsegError
 
@@ -98,8 +98,11 @@ def samples_from_rows(
     *,
     errors: list | None = None,
     folds: dict[str, int] | None = None,
+    lazy: bool = False,
 ) -> list[dict[str, Any]]:
-    """Sample dicts from ``bus_data.csv``-style rows (also used for the embedded samples)."""
+    """Sample dicts from ``bus_data.csv``-style rows (also used for the embedded samples);
+    with ``lazy``, :class:`~flipseg.data.sample.LazySample` entries that read the image and
+    mask when asked for."""
     samples = []
     for row in rows:
         case_id = row["ID"].strip()
@@ -120,7 +123,28 @@ def samples_from_rows(
                 case_id=case_id, patient_id=f"busbra_{row['Case'].strip()}", **extra,
             )
 
-        sample = try_case(case_id, load, errors)
+        if lazy:
+            known: dict[str, Any] = {
+                "label": row["Pathology"].strip().lower() or None,
+                "patient_id": f"busbra_{row['Case'].strip()}", "spacing": (1.0, 1.0)}
+            try:
+                known["box"] = parse_busbra_bbox(row["BBOX"])
+            except FlipsegError as exc:
+                if errors is None:
+                    raise
+                errors.append((case_id, str(exc)))
+                continue
+            if folds is not None:
+                known["fold"] = folds.get(case_id)
+            for key, name in (("Device", "device"), ("Histology", "histology"),
+                              ("BIRADS", "birads")):
+                if row.get(key) not in (None, ""):
+                    known[name] = row[key].strip()
+            sample = case_entry(case_id, load, errors, lazy=True, known=known, ndim=2,
+                                keys=["image", "mask", *known],
+                                files=[image_path(case_id), mask_path(case_id)])
+        else:
+            sample = try_case(case_id, load, errors)
         if sample is not None:
             samples.append(sample)
     return samples
@@ -137,6 +161,7 @@ def load_busbra(
     part: str = "all",
     cv: str | int = "5",
     errors: list | None = None,
+    lazy: bool = False,
 ) -> list[dict[str, Any]]:
     """Read BUS-BRA as published, optionally one part of an official fold.
 
@@ -150,6 +175,8 @@ def load_busbra(
     cv : ``"5"`` or ``"10"``: which official fold file to use.
     errors : if a list, unreadable cases are appended as ``(case_id, message)``
         and skipped; if None they raise.
+    lazy : return :class:`~flipseg.data.sample.LazySample` entries (images read when
+        used; a missing file is still reported here, an unreadable one when it is used).
 
     Returns
     -------
@@ -179,4 +206,5 @@ def load_busbra(
         lambda cid: base / "Masks" / _mask_name(cid),
         errors=errors,
         folds=folds,
+        lazy=lazy,
     )

@@ -41,7 +41,7 @@ import numpy as np
 
 from flipseg.boxes import Box
 from flipseg.data.folder import _lesion_part, image_stem, read_any_image, read_any_mask
-from flipseg.data.sample import LABELS, make_sample, try_case
+from flipseg.data.sample import LABELS, case_entry, make_sample, try_case
 from flipseg.errors import FlipsegError
 
 __all__ = ["coco_box", "find_coco_file", "load_coco", "load_datalist", "read_coco"]
@@ -151,7 +151,7 @@ def _unique_stems(paths: dict[Any, Path]) -> dict[Any, str]:
 
 def load_coco(root: str | Path, *, annotations: str | Path | None = None,
               category: str | int | None = None, frame: int | str | None = None,
-              errors: list | None = None) -> list[dict[str, Any]]:
+              errors: list | None = None, lazy: bool = False) -> list[dict[str, Any]]:
     """Read a COCO box file and its images (see module docstring).
 
     Parameters
@@ -164,6 +164,7 @@ def load_coco(root: str | Path, *, annotations: str | Path | None = None,
     category : keep only the boxes of this category (name, case-insensitive, or id).
     frame : frame of multi-frame DICOM images (:func:`flipseg.data.folder.read_any_image`).
     errors : if a list, bad cases are appended as ``(case_id, message)`` and skipped.
+    lazy : :class:`~flipseg.data.sample.LazySample` entries that read an image when used.
 
     Raises
     ------
@@ -227,10 +228,50 @@ def load_coco(root: str | Path, *, annotations: str | Path | None = None,
             return _coco_samples(images[image_id], by_image[image_id], paths[image_id],
                                  stems[image_id], cats, frame, ann_path.name)
 
+        if lazy:
+            samples.extend(_lazy_coco(images[image_id], by_image[image_id], paths[image_id],
+                                      stems[image_id], cats, load, ann_path.name, errors))
+            continue
         got = try_case(stems[image_id], load, errors)
         if got:
             samples.extend(got)
     return samples
+
+
+def _lazy_coco(im: dict[str, Any], anns: list[dict[str, Any]], path: Path, stem: str,
+               cats: dict[Any, str], load: Any, where: str, errors: list | None) -> list[Any]:
+    """The entries of one COCO image as :func:`_coco_samples` makes them, reading the image
+    when used (raster files only; others are read now)."""
+    if path.suffix.lower() not in (".png", ".jpg", ".jpeg", ".bmp"):
+        return try_case(stem, load, errors) or []
+    out = []
+    several = len(anns) > 1
+    for k, ann in enumerate(anns, start=1):
+        cid = f"{stem}-box{k}" if several else stem
+        try:
+            box = coco_box(ann["bbox"], f"{where} annotation {ann.get('id', ann['_index'])}")
+        except FlipsegError as exc:
+            if errors is None:
+                raise
+            errors.append((cid, str(exc)))
+            continue
+        name = cats.get(ann.get("category_id"))
+        known: dict[str, Any] = {
+            "box": box, "label": _label_of(name), "patient_id": stem, "file": str(path),
+            "spacing": (1.0, 1.0),
+            "coco_image": {key: im[key] for key in ("id", "file_name", "width", "height")
+                           if key in im},
+            "coco_annotation_id": ann.get("id"), "coco_category_id": ann.get("category_id"),
+            "category": name}
+        if several:
+            known["lesion_index"] = k
+        keys = ["image", *known,
+                *(["mask"] if ann.get("segmentation") else [])]
+        got = case_entry(cid, lambda k=k: load()[k - 1], errors, lazy=True, known=known,
+                         keys=keys, ndim=2, files=[path])
+        if got is not None:
+            out.append(got)
+    return out
 
 
 def _coco_samples(im: dict[str, Any], anns: list[dict[str, Any]], path: Path, stem: str,

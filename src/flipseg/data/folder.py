@@ -47,7 +47,7 @@ import csv
 import json
 import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -55,7 +55,7 @@ from scipy import ndimage
 from flipseg.boxes import Box
 from flipseg.data.dicom import dicom_stem, is_dicom_file, is_dicom_series, read_dicom, read_dicom_series
 from flipseg.data.io import IMAGE_EXTENSIONS, normalize_intensities, read_image, read_mask
-from flipseg.data.sample import make_sample, try_case
+from flipseg.data.sample import case_entry, make_sample, try_case
 from flipseg.data.volumes import is_volume_path, read_volume, volume_stem
 from flipseg.errors import FlipsegError, MaskShapeError
 
@@ -251,6 +251,40 @@ def _build(
     return out
 
 
+#: Files whose image is 2D and whose reader adds no key of its own (no spacing or DICOM
+#: geometry): an index of them knows every key of their samples without reading them.
+_RASTER = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+def _entries(case_id: str, load: Callable[[], list[dict[str, Any]]],
+             lesions: list[tuple[Box | None, str | None]], errors: list | None, *,
+             lazy: bool, image_path: Path, mask_paths: Sequence[Path],
+             patient_id: str | None, resize_masks: bool) -> list[Any]:
+    """The samples of one image as :func:`_build` makes them: loaded now, or (``lazy``) as
+    :class:`LazySample` entries, one per lesion, that read the image when used."""
+    if not lazy:
+        return try_case(case_id, load, errors) or []
+    les = lesions or [(None, None)]
+    several = len(les) > 1
+    raster = image_path.suffix.lower() in _RASTER and not resize_masks
+    out = []
+    for k, (box, label) in enumerate(les, start=1):
+        known: dict[str, Any] = {"box": box, "label": label,
+                                 "patient_id": patient_id or case_id, "file": str(image_path)}
+        if several:
+            known["lesion_index"] = k
+        if raster:
+            known["spacing"] = (1.0, 1.0)
+        keys = ["image", *known, *(["mask"] if mask_paths else [])] if raster else None
+        got = case_entry(f"{case_id}#{k}" if several else case_id,
+                         lambda load=load, k=k: load()[k - 1], errors, lazy=True, known=known,
+                         keys=keys, ndim=2 if raster else None,
+                         files=[] if image_path.is_dir() else [image_path, *mask_paths])
+        if got is not None:
+            out.append(got)
+    return out
+
+
 def _read_boxes_csv(path: Path, errors: list | None) -> dict[str, list[tuple[Box, str | None]]]:
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
@@ -282,7 +316,8 @@ def _read_boxes_csv(path: Path, errors: list | None) -> dict[str, list[tuple[Box
 
 
 def load_folder(root: str | Path, *, errors: list | None = None,
-                frame: int | str | None = None, resize_masks: bool = False) -> list[dict[str, Any]]:
+                frame: int | str | None = None, resize_masks: bool = False,
+                lazy: bool = False) -> list[dict[str, Any]]:
     """Read a generic dataset folder (``images/`` [+ ``masks/``] [+ ``boxes.csv``]) or manifest.
 
     ``root`` may be a folder with ``manifest.json`` (read with
@@ -304,24 +339,26 @@ def load_folder(root: str | Path, *, errors: list | None = None,
     """
     root = Path(root)
     if root.is_file() and root.suffix.lower() == ".json":
-        return load_manifest(root, errors=errors, frame=frame, resize_masks=resize_masks)
+        return load_manifest(root, errors=errors, frame=frame, resize_masks=resize_masks,
+                             lazy=lazy)
     if not root.is_dir():
         raise FlipsegError(f"dataset folder not found: {root}")
     if (root / "manifest.json").is_file():
         return load_manifest(root / "manifest.json", errors=errors, frame=frame,
-                             resize_masks=resize_masks)
+                             resize_masks=resize_masks, lazy=lazy)
     image_dir = root / "images"
     if not image_dir.is_dir():
         raise FlipsegError(f"dataset folder {root} has neither images/ nor manifest.json")
     boxes = root / "boxes.csv"
     return load_images(image_dir, boxes=boxes if boxes.is_file() else None,
-                       masks=root / "masks", errors=errors, frame=frame, resize_masks=resize_masks)
+                       masks=root / "masks", errors=errors, frame=frame, resize_masks=resize_masks,
+                       lazy=lazy)
 
 
 def load_images(images: str | Path, *, boxes: str | Path | None = None,
                 masks: str | Path | None = None, errors: list | None = None,
-                frame: int | str | None = None, resize_masks: bool = False
-                ) -> list[dict[str, Any]]:
+                frame: int | str | None = None, resize_masks: bool = False,
+                lazy: bool = False) -> list[dict[str, Any]]:
     """The images of one folder, with their boxes from a ``boxes.csv`` file (anywhere) and
     their masks from a masks folder (optional): the ``images/`` part of :func:`load_folder`.
 
@@ -379,15 +416,15 @@ def load_images(images: str | Path, *, boxes: str | Path | None = None,
             return _build(stem, found[stem], mask_files.get(stem, []), lesions, None, None,
                           frame, resize_masks)
 
-        got = try_case(stem, load, errors)
-        if got:
-            samples.extend(got)
+        samples.extend(_entries(stem, load, lesions, errors, lazy=lazy, image_path=found[stem],
+                                mask_paths=mask_files.get(stem, []), patient_id=None,
+                                resize_masks=resize_masks))
     return samples
 
 
 def load_manifest(path: str | Path, *, errors: list | None = None,
-                  frame: int | str | None = None, resize_masks: bool = False
-                  ) -> list[dict[str, Any]]:
+                  frame: int | str | None = None, resize_masks: bool = False,
+                  lazy: bool = False) -> list[dict[str, Any]]:
     """Read a JSON manifest (see module docstring); entries in file order. ``resize_masks``:
     as in :func:`load_folder`."""
     path = Path(path)
@@ -440,7 +477,8 @@ def load_manifest(path: str | Path, *, errors: list | None = None,
             return _build(cid, case["image"], case["masks"], lesions, case["patient_id"],
                           case["spacing"], frame, resize_masks)
 
-        got = try_case(cid, load, errors)
-        if got:
-            samples.extend(got)
+        samples.extend(_entries(cid, load, lesions, errors,
+                                lazy=lazy and case["spacing"] is None, image_path=case["image"],
+                                mask_paths=case["masks"], patient_id=case["patient_id"],
+                                resize_masks=resize_masks))
     return samples

@@ -462,7 +462,7 @@ class Session:
         fmts = label.parse_formats(",".join(formats))
         args = argparse.Namespace(ignore_disagreement=False, nnunet_id=501, nnunet_name="Lesions")
         done = []
-        groups: dict[Any, list] = {}
+        groups = label._Groups(lambda c: (self.store.load_masks(c["case_id"])[0], None))
         methods = set()
         for cid in self.ids:
             st = self.store.get(cid)
@@ -471,7 +471,7 @@ class Session:
             c = dict(self.cases[self.index[cid]], box=Box(*st.box), quality=st.quality)
             done.append(c)
             methods.add(st.method or "manual")
-            groups.setdefault(label._image_key(c), []).append((c, self.store.load_masks(cid)[0], None))
+            groups.add(label._image_key(c), c)
         if not done:
             raise FlipsegError("no accepted mask to export yet")
         label._check_formats(fmts, done, self.dims, args)
