@@ -54,7 +54,7 @@ class Registry(Generic[T]):
 #: What a method does with its input.
 #: ``box``: box -> mask (2D/3D); ``image``: whole-image segmenter (a trained model, no box
 #: needed); ``classifier``: image -> class probabilities; ``refiner``: rough box -> tight box.
-METHOD_KINDS = ("box", "image", "classifier", "refiner")
+METHOD_KINDS = ("box", "image", "classifier", "refiner", "backbone")
 #: Whether a method takes a trained model (``--model``).
 MODEL_USES = ("none", "optional", "required")
 

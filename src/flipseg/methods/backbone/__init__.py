@@ -1,0 +1,1 @@
+"""``flipseg train backbone``: flipseg's own breast-ultrasound encoder (networks/backbone.py)."""
