@@ -154,4 +154,5 @@ def test_every_trained_method_has_a_consistent_spec():
             resolve(spec.config)()  # defaults construct
         if spec.model_formats:
             assert spec.model != "none" and spec.model_files, name
-    assert set(recipes()) == {"flip", "boxinst", "box-refiner", "pseudo", "hybrid", "lanet", "cam-mt"}
+    assert set(recipes()) == {"flip", "boxinst", "box-refiner", "pseudo", "hybrid", "lanet", "cam-mt",
+                              "backbone"}

@@ -36,6 +36,10 @@ class HybridConfig(RecipeConfig):
     encoder: str = "compact"
     """``compact`` (1 basic block per stage, 16-128 channels), ``resnet18`` or
     ``resnet34`` (the paper's layout, 64-512 channels; random init)."""
+    backbone_weights: str = "none"
+    """Initial encoder weights: ``none`` (random), ``shipped`` (flipseg's own pretrained
+    encoder, ``flipseg train backbone``; compact only) or a backbone file / run folder
+    (:mod:`flipseg.networks.backbone`)."""
     input_size: int = 128
     """Whole images are resized (bilinear) to ``input_size`` squared; a multiple of
     32 (the paper uses 352)."""

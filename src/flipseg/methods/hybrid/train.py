@@ -50,6 +50,7 @@ from flipseg.methods.training import (
     set_threads,
 )
 from flipseg.metrics import compute_dice, compute_s_measure
+from flipseg.networks.backbone import load_backbone
 from flipseg.resize import resize
 
 __all__ = [
@@ -287,6 +288,8 @@ def train_hybrid(
     set_threads(cfg.num_threads)
     torch.manual_seed(cfg.seed)
     model = HybridModel(cfg, meta={"n_train": len(train), "n_strong": len(strong), "mode": cfg.mode})
+    if state is None:  # a resumed run reloads its own weights below
+        load_backbone(model.net.encoder, cfg.backbone_weights, cfg.encoder)
     model.to_device(place.device)
     net = model.net
     trained = place.wrap(net, unused=True)  # a decoder may have no target in a batch
