@@ -69,3 +69,42 @@ def test_hybrid_trains_from_the_shipped_backbone(tmp_path):
                "--set", "epochs=1", "--set", "backbone_weights=nowhere.safetensors",
                "--out", str(tmp_path / "h2"), "--no-progress"])
     assert rc == 2
+
+
+def test_the_backbone_loads_into_lanets_monai_resnet():
+    from flipseg.networks.backbone import load_backbone_into_resnet
+    from flipseg.networks.hybrid import ENCODERS, ResNetEncoder
+    from flipseg.networks.lanet import LANetBackbone
+
+    ours = ResNetEncoder(ENCODERS.get("compact"))
+    load_backbone(ours, "shipped", "compact")
+    lanet = LANetBackbone("compact")
+    load_backbone_into_resnet(lanet.resnet, "shipped", "compact")
+    r = lanet.resnet
+    assert torch.equal(r.conv1.weight, ours.stem[0].weight)
+    assert torch.equal(r.layer3[0].conv2.weight, ours.stages[2][0].conv2.weight)
+    assert torch.equal(r.layer2[0].downsample[0].weight, ours.stages[1][0].shortcut[0].weight)
+    assert not r.layer2[0].downsample[0].bias.any()
+    # the same weights give the same stage features (LA-Net's stem has no max-pool, so
+    # compare a stage on the same input)
+    ours.eval(), lanet.eval()
+    x = torch.rand(2, 16, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(r.layer1(x), ours.stages[0](x))
+    with pytest.raises(FlipsegError):
+        load_backbone_into_resnet(LANetBackbone("resnet18").resnet, "shipped", "resnet18")
+
+
+def test_pseudo_unet_on_the_resnet_encoder_starts_from_the_backbone(tmp_path, capsys):
+    from flipseg.methods.pseudo.model import PseudoUNetModel
+
+    args = ["train", "pseudo", "--dataset", "phantom2d", "--data-opt", "n=8", "--masks-budget",
+            "2", "--pseudo", "ellipse", "--set", "epochs=1", "--set", "input_size=64",
+            "--no-progress"]
+    assert main([*args, "--set", "encoder=compact", "--set", "backbone_weights=shipped",
+                 "--out", str(tmp_path / "p")]) == 0
+    model = PseudoUNetModel.load(tmp_path / "p")
+    assert model.cfg.encoder == "compact" and model.predict_many([torch.rand(64, 64).numpy() * 255])
+    # the MONAI U-Net has no such encoder: one line, before any training
+    assert main([*args, "--set", "backbone_weights=shipped", "--out", str(tmp_path / "q")]) == 2
+    assert "encoder=compact" in capsys.readouterr().err

@@ -20,7 +20,8 @@ from torch import nn
 
 from flipseg.errors import FlipsegError
 
-__all__ = ["BACKBONE_FORMAT", "BACKBONE_FILE", "load_backbone", "shipped_backbone"]
+__all__ = ["BACKBONE_FORMAT", "BACKBONE_FILE", "load_backbone", "load_backbone_into_resnet",
+           "shipped_backbone"]
 
 BACKBONE_FORMAT = "flipseg-backbone-1"
 BACKBONE_FILE = "backbone.safetensors"
@@ -44,13 +45,51 @@ def load_backbone(encoder: nn.Module, weights: str | Path | None, layout: str) -
     backbone of another layout."""
     if weights is None or str(weights).lower() == "none":
         return None
+    path, bundle = _read(weights, layout)
+    encoder.load_state_dict(bundle["state_dict"])
+    return path
+
+
+def _read(weights: str | Path, layout: str) -> tuple[Path, dict]:
     from flipseg.bundles import read_bundle
 
     path = shipped_backbone(layout) if str(weights).lower() == "shipped" else Path(weights)
     bundle = read_bundle(path, BACKBONE_FILE, BACKBONE_FORMAT, "pretrained backbone")
     if bundle.get("encoder") != layout:
         raise FlipsegError(f"{path} is a {bundle.get('encoder')!r} backbone; this network's "
-                           f"encoder is {layout!r} (set encoder={bundle.get('encoder')} or give "
-                           "another backbone)")
-    encoder.load_state_dict(bundle["state_dict"])
+                           f"encoder is {layout!r}")
+    return path, bundle
+
+
+def load_backbone_into_resnet(resnet: nn.Module, weights: str | Path | None,
+                              layout: str) -> Path | None:
+    """Load a backbone into a MONAI ``ResNet`` of the same blocks and widths (LA-Net's
+    feature extractor): ``stem`` -> ``conv1``/``bn1``, ``stages.i.j`` -> ``layer{i+1}.j``,
+    ``shortcut`` -> ``downsample`` (whose conv bias MONAI adds is set to 0). Weights as in
+    :func:`load_backbone`; the max-pool after the stem is a layout choice of the network,
+    not a weight, so a ResNet without it takes the same weights."""
+    if weights is None or str(weights).lower() == "none":
+        return None
+    import torch
+
+    path, bundle = _read(weights, layout)
+    mapped: dict[str, torch.Tensor] = {}
+    for key, value in bundle["state_dict"].items():
+        parts = key.split(".")
+        if parts[0] == "stem":
+            name = {"0": "conv1", "1": "bn1"}[parts[1]] + "." + ".".join(parts[2:])
+        else:  # stages.i.j.rest
+            rest = ".".join(parts[3:]).replace("shortcut.", "downsample.")
+            name = f"layer{int(parts[1]) + 1}.{parts[2]}.{rest}"
+        mapped[name] = value
+    own = resnet.state_dict()
+    for key in own:
+        if key.endswith("downsample.0.bias") and key not in mapped:
+            mapped[key] = torch.zeros_like(own[key])
+    missing = sorted(set(own) - set(mapped))
+    extra = sorted(set(mapped) - set(own))
+    if missing or extra or any(own[k].shape != mapped[k].shape for k in own):
+        raise FlipsegError(f"{path} does not fit this ResNet (layout {layout!r}): "
+                           f"{len(missing)} weights missing, {len(extra)} extra")
+    resnet.load_state_dict(mapped)
     return path

@@ -22,6 +22,10 @@ class LANetConfig(RecipeConfig):
     backbone: str = "compact"
     """Feature extractor: ``compact`` (1 basic block per stage, 16-128 channels),
     ``resnet18`` or ``resnet50`` (MONAI ResNets, random init)."""
+    backbone_weights: str = "none"
+    """Initial feature-extractor weights: ``none`` (random), ``shipped`` (flipseg's own
+    pretrained encoder, ``flipseg train backbone``; compact only) or a backbone file / run
+    folder (:func:`flipseg.networks.backbone.load_backbone_into_resnet`)."""
     input_size: int = 128
     """Images are resized (bilinear) to ``input_size`` squared; a multiple of 32
     (the paper uses 256)."""

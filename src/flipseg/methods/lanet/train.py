@@ -46,6 +46,7 @@ from flipseg.methods.training import (
     set_threads,
 )
 from flipseg.metrics import compute_classification_metrics, compute_dice
+from flipseg.networks.backbone import load_backbone_into_resnet
 from flipseg.networks.lanet import LANet, resize_map
 from flipseg.resize import resize
 
@@ -344,6 +345,8 @@ def train_lanet(
     set_threads(cfg.num_threads)
     torch.manual_seed(cfg.seed)
     model = LANetModel(cfg, meta={"n_train": len(train), "n_val": len(val), "n_labelled": len(labelled)})
+    if state is None:  # a resumed run reloads its own weights below
+        load_backbone_into_resnet(model.net.backbone.resnet, cfg.backbone_weights, cfg.backbone)
     model.to_device(place.device)
     net = model.net
     data = prepare_data(train, cfg, set(labelled))

@@ -55,7 +55,8 @@ class PseudoUNetModel(WholeImageModel):
     cfg: PseudoConfig
 
     def build_network(self, cfg: PseudoConfig) -> nn.Module:
-        return build_unet(2, 1, 1, cfg.channels, num_res_units=cfg.num_res_units)
+        return build_unet(2, 1, 1, cfg.channels, num_res_units=cfg.num_res_units,
+                          encoder=cfg.encoder)
 
     def probability_maps(self, images: Sequence[np.ndarray], *, batch_size: int = 32) -> list[np.ndarray]:
         """Lesion probability per pixel, float32 (H, W) of each 2D image (bilinear resize back)."""

@@ -53,6 +53,7 @@ from flipseg.methods.training import (
     save_epoch,
     set_threads,
 )
+from flipseg.networks.backbone import load_backbone
 from flipseg.resize import resize
 
 __all__ = [
@@ -429,6 +430,11 @@ def train_pseudo(
     model = PseudoUNetModel(cfg, meta={"n_train": len(samples), "n_real": len(real),
                                        "n_pseudo": len(pseudo), "pseudo": cfg.pseudo,
                                        "masks_budget": cfg.masks_budget})
+    if state is None and cfg.backbone_weights != "none":  # a resumed run reloads its own
+        if cfg.encoder == "none":
+            raise FlipsegError("backbone_weights needs a ResNet encoder: add --set "
+                               "encoder=compact (the MONAI U-Net has none)")
+        load_backbone(model.net.encoder, cfg.backbone_weights, cfg.encoder)
     model.to_device(place.device)
     net = model.net
     trained = place.wrap(net)
