@@ -108,3 +108,8 @@ def test_pseudo_unet_on_the_resnet_encoder_starts_from_the_backbone(tmp_path, ca
     # the MONAI U-Net has no such encoder: one line, before any training
     assert main([*args, "--set", "backbone_weights=shipped", "--out", str(tmp_path / "q")]) == 2
     assert "encoder=compact" in capsys.readouterr().err
+
+
+def test_auto_is_the_shipped_backbone_where_one_is_shipped():
+    assert load_backbone(HybridNet("compact").encoder, "auto", "compact") == shipped_backbone("compact")
+    assert load_backbone(HybridNet("resnet18").encoder, "auto", "resnet18") is None

@@ -8,6 +8,7 @@ no image of an evaluation set) and writes it as a ``flipseg-backbone-1`` bundle 
 
 - ``none``: random initialisation (as before the backbone);
 - ``shipped``: the shipped weights of the encoder's layout (an error when none is shipped);
+- ``auto``: ``shipped`` when weights of the encoder's layout are shipped, else ``none``;
 - a path: a ``backbone.safetensors`` file or a ``flipseg train backbone`` run folder.
 """
 
@@ -40,14 +41,29 @@ def shipped_backbone(encoder: str) -> Path:
 def load_backbone(encoder: nn.Module, weights: str | Path | None, layout: str) -> Path | None:
     """Load pretrained weights into ``encoder`` (a ResNetEncoder of layout ``layout``).
 
-    ``weights``: None or ``"none"`` (leave it as it is), ``"shipped"``, or a path. Returns
+    ``weights``: None or ``"none"`` (leave it as it is), ``"shipped"``, ``"auto"`` (shipped
+    when there are weights of ``layout``, else none), or a path. Returns
     the file read (None for none). Raises FlipsegError for a missing or foreign file, or a
     backbone of another layout."""
-    if weights is None or str(weights).lower() == "none":
+    weights = _auto(weights, layout)
+    if weights is None:
         return None
     path, bundle = _read(weights, layout)
     encoder.load_state_dict(bundle["state_dict"])
     return path
+
+
+def _auto(weights: str | Path | None, layout: str) -> str | Path | None:
+    """None for ``none``; ``auto`` -> ``shipped`` or None (nothing shipped for ``layout``)."""
+    if weights is None or str(weights).lower() == "none":
+        return None
+    if str(weights).lower() == "auto":
+        try:
+            shipped_backbone(layout)
+        except FlipsegError:
+            return None
+        return "shipped"
+    return weights
 
 
 def _read(weights: str | Path, layout: str) -> tuple[Path, dict]:
@@ -68,7 +84,8 @@ def load_backbone_into_resnet(resnet: nn.Module, weights: str | Path | None,
     ``shortcut`` -> ``downsample`` (whose conv bias MONAI adds is set to 0). Weights as in
     :func:`load_backbone`; the max-pool after the stem is a layout choice of the network,
     not a weight, so a ResNet without it takes the same weights."""
-    if weights is None or str(weights).lower() == "none":
+    weights = _auto(weights, layout)
+    if weights is None:
         return None
     import torch
 
