@@ -106,27 +106,21 @@ def samples_from_rows(
     samples = []
     for row in rows:
         case_id = row["ID"].strip()
+        extra = _row_extras(row, case_id, folds)
 
-        def load(row=row, case_id=case_id):
+        def load(row=row, case_id=case_id, extra=extra):
             image = read_image(image_path(case_id))
             mask = read_mask(mask_path(case_id), shape=image.shape)
-            label = row["Pathology"].strip().lower() or None
-            extra: dict[str, Any] = {}
-            if folds is not None:
-                extra["fold"] = folds.get(case_id)
-            for key, name in (("Device", "device"), ("Histology", "histology"),
-                              ("BIRADS", "birads")):
-                if row.get(key) not in (None, ""):
-                    extra[name] = row[key].strip()
             return make_sample(
-                image, mask=mask, box=parse_busbra_bbox(row["BBOX"]), label=label,
-                case_id=case_id, patient_id=f"busbra_{row['Case'].strip()}", **extra,
+                image, mask=mask, box=parse_busbra_bbox(row["BBOX"]),
+                label=row["Pathology"].strip().lower() or None, case_id=case_id,
+                patient_id=f"busbra_{row['Case'].strip()}", **extra,
             )
 
         if lazy:
             known: dict[str, Any] = {
                 "label": row["Pathology"].strip().lower() or None,
-                "patient_id": f"busbra_{row['Case'].strip()}", "spacing": (1.0, 1.0)}
+                "patient_id": f"busbra_{row['Case'].strip()}", "spacing": (1.0, 1.0), **extra}
             try:
                 known["box"] = parse_busbra_bbox(row["BBOX"])
             except FlipsegError as exc:
@@ -134,12 +128,6 @@ def samples_from_rows(
                     raise
                 errors.append((case_id, str(exc)))
                 continue
-            if folds is not None:
-                known["fold"] = folds.get(case_id)
-            for key, name in (("Device", "device"), ("Histology", "histology"),
-                              ("BIRADS", "birads")):
-                if row.get(key) not in (None, ""):
-                    known[name] = row[key].strip()
             sample = case_entry(case_id, load, errors, lazy=True, known=known, ndim=2,
                                 keys=["image", "mask", *known],
                                 files=[image_path(case_id), mask_path(case_id)])
@@ -148,6 +136,18 @@ def samples_from_rows(
         if sample is not None:
             samples.append(sample)
     return samples
+
+
+def _row_extras(row: dict[str, str], case_id: str, folds: dict[str, int] | None) -> dict[str, Any]:
+    """The extra keys of a sample from its ``bus_data.csv`` row: ``fold``, ``device``,
+    ``histology``, ``birads`` (those given)."""
+    extra: dict[str, Any] = {}
+    if folds is not None:
+        extra["fold"] = folds.get(case_id)
+    for key, name in (("Device", "device"), ("Histology", "histology"), ("BIRADS", "birads")):
+        if row.get(key) not in (None, ""):
+            extra[name] = row[key].strip()
+    return extra
 
 
 def _mask_name(case_id: str) -> str:
