@@ -36,10 +36,12 @@ class HybridConfig(RecipeConfig):
     encoder: str = "compact"
     """``compact`` (1 basic block per stage, 16-128 channels), ``resnet18`` or
     ``resnet34`` (the paper's layout, 64-512 channels; random init)."""
-    backbone_weights: str = "none"
-    """Initial encoder weights: ``none`` (random), ``shipped`` (flipseg's own pretrained
-    encoder, ``flipseg train backbone``; compact only) or a backbone file / run folder
-    (:mod:`flipseg.networks.backbone`)."""
+    backbone_weights: str = "auto"
+    """Initial encoder weights: ``auto`` (flipseg's own pretrained encoder where one is
+    shipped for ``encoder``, i.e. compact; else random), ``shipped``, ``none`` (random, as
+    the tables of docs/hybrid.md were measured) or a backbone file / run folder
+    (:mod:`flipseg.networks.backbone`). ``auto`` measured better on every row it was run
+    on (docs/backbone.md)."""
     input_size: int = 128
     """Whole images are resized (bilinear) to ``input_size`` squared; a multiple of
     32 (the paper uses 352)."""

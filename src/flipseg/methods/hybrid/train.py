@@ -280,7 +280,7 @@ def train_hybrid(
         raise FlipsegError(f"no strong (mask) images: strong_fraction={cfg.strong_fraction} of "
                            f"{len(train)} training images selects none (mode {cfg.mode})")
     place = placement(device)
-    run, state = open_run(run_dir, CHECKPOINT, cfg.to_dict())
+    run, state = open_run(run_dir, CHECKPOINT, cfg.to_dict(), resumable=("backbone_weights",))
     if place.main:
         atomic_write_text(run / SPLIT_FILE, json.dumps(
             {"mode": cfg.mode, "strong_fraction": cfg.strong_fraction, "n_train": len(train),

@@ -338,7 +338,7 @@ def train_lanet(
         raise FlipsegError(f"no location-labelled images: loc_fraction={cfg.loc_fraction} of "
                            f"{len(train)} training images selects none")
     place = placement(device)
-    run, state = open_run(run_dir, CHECKPOINT, cfg.to_dict())
+    run, state = open_run(run_dir, CHECKPOINT, cfg.to_dict(), resumable=("backbone_weights",))
     if place.main:
         atomic_write_text(run / LABELLED_FILE, json.dumps(
             {"loc_fraction": cfg.loc_fraction, "n_train": len(train), "labelled": labelled}, indent=1))

@@ -399,7 +399,7 @@ def train_pseudo(
     if not samples:
         raise FlipsegError("no training image with a box")
     place = placement(device)
-    run, state = open_run(run_dir, CHECKPOINT, cfg.to_dict())
+    run, state = open_run(run_dir, CHECKPOINT, cfg.to_dict(), resumable=("backbone_weights",))
     set_threads(cfg.num_threads)
 
     real = choose_real_masks(samples, cfg.masks_budget, seed=cfg.seed + 1)
