@@ -155,3 +155,33 @@ def test_a_box_outside_its_image_fails_alone_when_its_case_is_read(tmp_path):
     errors = (tmp_path / "o" / "errors.csv").read_text()
     assert "c1" in errors and "outside the image" in errors
     assert len(json.loads((tmp_path / "o" / "segment.json").read_text())) == 3
+
+
+def test_evaluate_from_the_cli_goes_on_where_it_stopped(tmp_path, monkeypatch):
+    root = _folder(tmp_path / "d", n=6)
+    from flipseg import evaluation
+
+    real_eval, real_chunk = evaluation.evaluate_methods, evaluation._segment_chunk
+    monkeypatch.setattr(evaluation, "evaluate_methods",
+                        lambda *a, **k: real_eval(*a, **{**k, "batch_size": 2}))
+    calls: list[int] = []
+    stop = [True]
+
+    def count(seg, name, images, *a, **k):
+        calls.append(len(images))
+        if len(calls) == 2 and stop[0]:
+            raise KeyboardInterrupt
+        return real_chunk(seg, name, images, *a, **k)
+
+    monkeypatch.setattr(evaluation, "_segment_chunk", count)
+    argv = ["evaluate", "--dataset", "folder", "--data-root", str(root), "--method", "ellipse",
+            "--out", str(tmp_path / "o"), "--no-progress"]
+    assert main(argv) == 130
+    header = json.loads((tmp_path / "o" / ".progress.jsonl").read_text().splitlines()[0])
+    assert "recipes" in header["settings"]["resume_key"]  # the methods' options count too
+    stop[0] = False
+    calls.clear()
+    assert main(argv) == 0
+    assert sum(calls) == 4  # the first chunk of 2 was kept
+    assert not (tmp_path / "o" / ".progress.jsonl").exists()
+    assert len((tmp_path / "o" / "cases.csv").read_text().splitlines()) == 1 + 6

@@ -173,6 +173,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         res = evaluate_methods(
             samples, segmenters, dataset=dataset, out_dir=out, box_shift=args.box_shift,
             repeats=args.repeats, seed=args.seed, progress=not args.no_progress, errors=errors,
+            resume_key=json.dumps({"recipes": repr(recipes), "refine_box": args.refine_box,
+                                   "cases": len(samples)}, sort_keys=True),
         )
     finally:
         if engine is not None:
