@@ -12,7 +12,8 @@ import pytest
 from flipseg.boxes import Box
 from flipseg.data.sample import LazySample, make_sample
 from flipseg.errors import FlipsegError, MaskShapeError
-from flipseg.evaluation import _append_progress, _resume, evaluate_methods
+from flipseg.evaluation import evaluate_methods
+from flipseg.io_utils import ProgressLog
 from flipseg.segmenters import Segmenter
 
 N = 10
@@ -137,21 +138,25 @@ def test_worst_png_of_resumed_cases_segments_them_again(tmp_path):
 
 
 def test_progress_rows_keep_their_types(tmp_path):
+    """The progress log evaluate (and segment --dataset) resume from: io_utils.ProgressLog."""
     path = tmp_path / ".progress.jsonl"
     settings = {"method": "m", "dataset": "d", "box_shift": "0-0", "repeats": 1, "seed": 0,
                 "resume_key": None}
-    assert _resume(path, settings, {"a": 0}) == []
+    assert ProgressLog(path, settings).rows == []
     row = {"case_id": "a", "repeat": 0, "box": "1,2,3,4", "dice": 1.0, "hd": float("nan"),
            "asd": float("inf"), "undefined": "hd", "seconds": 0.25, "batch_size": 3}
-    _append_progress(path, [row])
+    ProgressLog(path, settings).append([row])
     with open(path, "a") as f:
         f.write('{"case_id": "a", "rep')  # a line cut short when the run stopped
-    got = _resume(path, settings, {"a": 0})
+    got = ProgressLog(path, settings).rows
     assert len(got) == 1 and list(got[0]) == list(row)
     assert type(got[0]["dice"]) is float and got[0]["dice"] == 1.0
     assert math.isnan(got[0]["hd"]) and got[0]["asd"] == math.inf
     assert type(got[0]["batch_size"]) is int
-    assert _resume(path, {**settings, "seed": 1}, {"a": 0}) == []  # another run: afresh
+    log = ProgressLog(path, settings)  # rewritten whole: a row appended now stays readable
+    log.append([{**row, "case_id": "b"}])
+    assert [r["case_id"] for r in ProgressLog(path, settings).rows] == ["a", "b"]
+    assert ProgressLog(path, {**settings, "seed": 1}).rows == []  # another run: afresh
     assert len(path.read_text().splitlines()) == 1
 
 

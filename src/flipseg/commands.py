@@ -18,7 +18,7 @@ import numpy as np
 
 from flipseg.boxes import Box
 from flipseg.errors import FlipsegError
-from flipseg.io_utils import atomic_write_text
+from flipseg.io_utils import ProgressLog, atomic_write_text
 
 __all__ = ["build_segmenters", "run", "run_demo", "run_evaluate", "run_segment", "run_train",
            "segment_work"]
@@ -549,9 +549,11 @@ def _segment_cases(cases: list[dict[str, Any]], setup: Any, args: argparse.Names
     from flipseg.engines.options import make_engine
 
     _, workers = _engine_settings(args)
-    progress = _Progress(out / progress_name, resume_key) if resume_key else None
-    before = progress.rows if progress else {}
-    before = {cid: r for cid, r in before.items() if (out / f"{cid}_mask.png").is_file()}
+    progress = None
+    if resume_key:  # rows of a stopped run whose mask is on disk
+        progress = ProgressLog(out / progress_name, resume_key, key=lambda r: r["case_id"],
+                               keep=lambda r: (out / f"{r.get('case_id')}_mask.png").is_file())
+    before = {r["case_id"]: r for r in (progress.rows if progress else [])}
     todo = [c for c in cases if c["case_id"] not in before]
     if before:
         print(f"segment: {len(cases) - len(todo)} case(s) done before, {len(todo)} to go")
@@ -577,49 +579,13 @@ def _segment_cases(cases: list[dict[str, Any]], setup: Any, args: argparse.Names
                 failed += bad
                 got.update((r["case_id"], r) for r in rows)
                 if progress:
-                    progress.add(rows)
+                    progress.append(rows)
                 bar.update(len(chunk))
     bar.close()
     rows = [got[c["case_id"]] for c in cases if c["case_id"] in got]
     if progress:
         progress.finish()
     return rows, failed
-
-
-class _Progress:
-    """Rows of a run appended as its chunks finish (JSON lines after a settings header),
-    read back by a re-run with the same settings; other settings start afresh."""
-
-    def __init__(self, path: Path, key: str) -> None:
-        self.path, self.key = path, key
-        self.rows: dict[str, dict[str, Any]] = {}
-        if path.is_file():
-            try:
-                lines = path.read_text(encoding="utf-8").splitlines()
-                if lines and json.loads(lines[0]).get("settings") == key:
-                    for line in lines[1:]:
-                        try:
-                            row = json.loads(line)
-                        except json.JSONDecodeError:  # a line cut short by a crash
-                            continue
-                        self.rows[row["case_id"]] = row
-            except (OSError, ValueError, KeyError, AttributeError):
-                self.rows = {}
-        if not self.rows:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({"settings": key}) + "\n", encoding="utf-8")
-
-    def add(self, rows: list[dict[str, Any]]) -> None:
-        import os
-
-        with open(self.path, "a", encoding="utf-8") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-
-    def finish(self) -> None:
-        self.path.unlink(missing_ok=True)
 
 
 def _one_line(exc: BaseException) -> str:

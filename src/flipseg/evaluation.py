@@ -33,7 +33,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -44,7 +43,7 @@ from tqdm.auto import tqdm
 from flipseg.boxes import Box, parse_shift_level, shifted_boxes
 from flipseg.data.sample import LazySample, case_ndim
 from flipseg.errors import FlipsegError, MaskShapeError
-from flipseg.io_utils import atomic_write_text
+from flipseg.io_utils import ProgressLog, atomic_write_text
 from flipseg.metrics import (
     SUMMARY_BOUNDS,
     clip_for_summary,
@@ -302,7 +301,11 @@ def evaluate_methods(
         progress_path = mdir / ".progress.jsonl"
         settings = {"method": name, "dataset": dataset, "box_shift": "-".join(map(str, shift)),
                     "repeats": reps, "seed": seed, "resume_key": resume_key}
-        rows = _resume(progress_path, settings, index)
+        progress_log = ProgressLog(
+            progress_path, settings, key=lambda row: (str(row["case_id"]), row.get("repeat")),
+            keep=lambda row: ({"case_id", "repeat", "box", "dice"} <= set(row)
+                              and str(row["case_id"]) in index))
+        rows = [{**row, "case_id": str(row["case_id"])} for row in progress_log.rows]
         failed: list[list[str]] = []
         worst_cases = _Worst(worst)
         for row in rows:
@@ -344,13 +347,13 @@ def evaluate_methods(
                 new_rows.append(row)
                 worst_cases.add(i, r, b, pred, m["dice"])
             rows.extend(new_rows)
-            _append_progress(progress_path, new_rows)
+            progress_log.append(new_rows)
             bar.update(len(chunk))
         bar.close()
         if boxless:
             not_scored["without_box"][:] = [boxless[k] for k in sorted(boxless)]
             if not rows and all(place[i] in boxless for i in range(len(cases))):
-                progress_path.unlink(missing_ok=True)
+                progress_log.finish()
                 _no_cases(dataset, not_scored)
         rows.sort(key=lambda row: (index[str(row["case_id"])], row["repeat"]))
         for cid, msg in failed:
@@ -360,7 +363,7 @@ def evaluate_methods(
                                 {**context, "failed": len(failed), "timing": timing})
         if worst_cases.limit and worst_cases.kept:
             _write_worst(mdir / "worst.png", cases, worst_cases, reps, seg, seed)
-        progress_path.unlink(missing_ok=True)
+        progress_log.finish()
         results["methods"][name] = summary
         per_case[name] = _case_means(rows)
     if err_rows:
@@ -417,50 +420,6 @@ def _read_chunk(cases: Sequence[Any], chunk: Sequence[tuple[int, int]],
             continue
         read[i] = (image, mask, boxes)
     return read
-
-
-def _resume(path: Path, settings: dict[str, Any], index: dict[str, int]
-            ) -> list[dict[str, Any]]:
-    """The rows a stopped run with the same ``settings`` left in ``path`` (of cases still
-    in the dataset); the file is rewritten with them (else started afresh) so that the
-    next chunks append to a whole file."""
-    settings = json.loads(json.dumps(settings, default=str))
-    rows: list[dict[str, Any]] = []
-    if path.is_file():
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-        try:
-            header = json.loads(lines[0]) if lines else None
-        except ValueError:
-            header = None
-        if isinstance(header, dict) and header.get("settings") == settings:
-            seen = set()
-            for line in lines[1:]:
-                try:
-                    row = json.loads(line)
-                except ValueError:  # a line cut short when the run stopped
-                    continue
-                if not (isinstance(row, dict) and {"case_id", "repeat", "box", "dice"} <= set(row)
-                        and str(row["case_id"]) in index):
-                    continue
-                row["case_id"] = str(row["case_id"])
-                key = (row["case_id"], row.get("repeat"))
-                if key not in seen:
-                    seen.add(key)
-                    rows.append(row)
-    text = "".join(json.dumps(x) + "\n" for x in [{"settings": settings}, *rows])
-    atomic_write_text(path, text)
-    return rows
-
-
-def _append_progress(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Append ``rows`` to ``.progress.jsonl``, on disk before the next chunk starts."""
-    if not rows:
-        return
-    with open(path, "a", encoding="utf-8") as f:
-        f.write("".join(json.dumps(r) + "\n" for r in rows))
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _write_worst(path: Path, cases: Sequence[Any], worst: _Worst, reps: int,

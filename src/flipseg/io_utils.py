@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterable
 
 from flipseg.errors import FlipsegError
 
-__all__ = ["atomic_write_text", "atomic_write_bytes", "atomic_save", "check_out_dir",
+__all__ = ["ProgressLog", "atomic_write_text", "atomic_write_bytes", "atomic_save", "check_out_dir",
            "new_file_mode", "refuse_replacing"]
 
 
@@ -106,3 +106,61 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+class ProgressLog:
+    """The rows of a batch run, appended as its chunks finish, for a re-run to go on from.
+
+    The file holds JSON lines: a ``{"settings": ...}`` header, then one row (a dict) per
+    line. Opening it with the same ``settings`` reads the rows back (a line cut short by a
+    crash is dropped, so are rows ``keep`` refuses and, per ``key``, all but the first);
+    other settings, or no file, start afresh. Either way the file is rewritten at once with
+    the header and the kept rows, so the next appends go after whole lines.
+    """
+
+    def __init__(self, path: str | Path, settings: Any, *,
+                 keep: Callable[[dict], bool] = lambda row: True,
+                 key: Callable[[dict], Any] | None = None) -> None:
+        import json
+
+        self.path = Path(path)
+        settings = json.loads(json.dumps(settings, default=str))
+        self.rows: list[dict] = []
+        lines: list[str] = []
+        if self.path.is_file():
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        try:
+            header = json.loads(lines[0]) if lines else None
+        except ValueError:
+            header = None
+        if isinstance(header, dict) and header.get("settings") == settings:
+            seen = set()
+            for line in lines[1:]:
+                try:
+                    row = json.loads(line)
+                except ValueError:  # a line cut short when the run stopped
+                    continue
+                if not isinstance(row, dict) or not keep(row):
+                    continue
+                k = key(row) if key is not None else None
+                if key is None or k not in seen:
+                    seen.add(k)
+                    self.rows.append(row)
+        atomic_write_text(self.path, "".join(json.dumps(x) + "\n"
+                                             for x in [{"settings": settings}, *self.rows]))
+
+    def append(self, rows: Iterable[dict]) -> None:
+        """Add ``rows``, on disk (fsync) before this returns."""
+        import json
+
+        text = "".join(json.dumps(r) + "\n" for r in rows)
+        if not text:
+            return
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def finish(self) -> None:
+        """The run is done: the file goes."""
+        self.path.unlink(missing_ok=True)

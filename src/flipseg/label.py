@@ -436,10 +436,6 @@ class _Groups(dict):
         for key, cases in super().items():
             yield key, [(c, *self.load(c)) for c in cases]
 
-    def values(self):  # type: ignore[override]
-        for _key, items in self.items():
-            yield items
-
     def cases(self) -> list[Any]:
         return [c for cs in super().values() for c in cs]
 

@@ -237,6 +237,11 @@ def prepare_episode(
     )
 
 
+def _flat_u8(a: np.ndarray) -> np.ndarray:
+    """[E, *S] grey levels -> [E, prod(S)] uint8, rounded and clipped to 0-255."""
+    return np.clip(np.rint(a), 0, 255).astype(np.uint8).reshape(len(a), -1)
+
+
 def _pad_stack(arrays: Sequence[np.ndarray], fill: float, pad: int, dtype) -> np.ndarray:
     nd = arrays[0].ndim
     shape = tuple(max(a.shape[d] for a in arrays) + 2 * pad for d in range(nd))
@@ -443,11 +448,10 @@ class VecErasingEnv:
         value, so doing them once here gives the same crops and views as doing them at
         every step."""
         E = self.E
-        self._u8 = lambda a: np.clip(np.rint(a), 0, 255).astype(np.uint8).reshape(E, -1)
         self.st_shape = self.st_labels.shape[1:]
         self.st_lab_flat = self.st_labels.reshape(E, -1)
-        self.st_orig_u8 = self._u8(self.st_orig)
-        self.st_filled_u8 = self._u8(self.st_filled)
+        self.st_orig_u8 = _flat_u8(self.st_orig)
+        self.st_filled_u8 = _flat_u8(self.st_filled)
         self.st_prior_u8 = (None if self.st_prior is None
                             else np.rint(self.st_prior * 255).astype(np.uint8).reshape(E, -1))
         self.cls_shape = self.cls_labels.shape[1:]
@@ -456,8 +460,8 @@ class VecErasingEnv:
         self.cls_filled_n = (self.cls_filled / 255.0).astype(np.float32).reshape(E, -1)
         if self.cfg.global_view:
             self.g_lab_flat = self.g_labels.reshape(E, -1)
-            self.g_orig_u8 = self._u8(self.g_orig)
-            self.g_filled_u8 = self._u8(self.g_filled)
+            self.g_orig_u8 = _flat_u8(self.g_orig)
+            self.g_filled_u8 = _flat_u8(self.g_filled)
 
     # ------------------------------------------------------------------ state
     def reset(self) -> None:
@@ -557,12 +561,14 @@ class VecErasingEnv:
         sp = self._sp
         sel = slice(None) if rows is None else rows
         chans = [self.frames[sel]]
+        needs_flat = self.cfg.position_channel or self.st_prior_u8 is not None
+        flat = self._crop_flat(sp)[sel] if needs_flat else None
         if self.cfg.position_channel:
-            crop_lab = self.st_lab_flat.ravel().take(self._crop_flat(sp)[sel])
+            crop_lab = self.st_lab_flat.ravel().take(flat)
             cur = crop_lab.reshape(-1, self.K, self.S**self.nd) == sp[sel][..., None]
             chans.append((cur.view(np.uint8) * 255).reshape((-1, self.K, 1) + (self.S,) * self.nd))
         if self.st_prior_u8 is not None:
-            pri = self.st_prior_u8.ravel().take(self._crop_flat(sp)[sel])
+            pri = self.st_prior_u8.ravel().take(flat)
             chans.append(pri.reshape((-1, self.K, 1) + (self.S,) * self.nd))
         if self.cfg.global_view:
             chans.append(self._global_channels(sp, sel))
@@ -584,10 +590,6 @@ class VecErasingEnv:
         out[:, :, 1] = flag[:, None].view(np.uint8) * 255
         out[:, :, 2] = cur.view(np.uint8) * 255
         return out.reshape((n, K, 3) + (self.S,) * self.nd)
-
-    def _crop_labels(self, sp: np.ndarray) -> np.ndarray:
-        lab = self.st_lab_flat.ravel().take(self._crop_flat(sp))
-        return lab.reshape((self.E, self.K) + (self.S,) * self.nd)
 
     def _aux(self, sp: np.ndarray) -> np.ndarray:
         rows = np.arange(self.E)[:, None]
