@@ -113,3 +113,166 @@ def test_pseudo_unet_on_the_resnet_encoder_starts_from_the_backbone(tmp_path, ca
 def test_auto_is_the_shipped_backbone_where_one_is_shipped():
     assert load_backbone(HybridNet("compact").encoder, "auto", "compact") == shipped_backbone("compact")
     assert load_backbone(HybridNet("resnet18").encoder, "auto", "resnet18") is None
+
+
+def test_the_cam_classifier_starts_from_the_backbone():
+    """backbone=encoder: every branch's encoder gets the shipped weights (the strided-down
+    deepest stages change no weight); auto is random for the other backbones; a flipseg
+    backbone does not fit the compact conv net."""
+    from flipseg.methods.cam_mt.cams import CamClassifier, load_pretrained
+    from flipseg.methods.cam_mt.config import CamClassifierConfig
+
+    ours = ResNetEncoder_with_shipped()
+    for stride, grid in ((8, 8), (16, 4), (32, 2)):
+        model = CamClassifier(CamClassifierConfig(backbone="encoder", output_stride=stride))
+        assert "backbone_compact" in load_pretrained(model, "auto")
+        for branch in model.branches:
+            assert branch.features is not model.spotlight.features or branch is model.spotlight
+            enc = branch.features.encoder.state_dict()
+            assert all(torch.equal(v, enc[k]) for k, v in ours.items())
+        _, cam = model.spotlight.forward_with_cam(torch.rand(2, 1, 64, 64))
+        assert cam.shape == (2, grid, grid)
+    plain = CamClassifier(CamClassifierConfig())
+    assert load_pretrained(plain, "auto") is None and load_pretrained(plain, "none") is None
+    with pytest.raises(FlipsegError, match="backbone=encoder"):
+        load_pretrained(plain, "shipped")
+
+
+def ResNetEncoder_with_shipped():
+    from flipseg.networks.hybrid import ENCODERS, ResNetEncoder
+
+    enc = ResNetEncoder(ENCODERS.get("compact"))
+    load_backbone(enc, "shipped", "compact")
+    return enc.state_dict()
+
+
+def test_cam_classifier_trains_from_the_backbone_and_resumes_as_it_was(tmp_path):
+    import numpy as np
+
+    from flipseg.data.phantoms import phantom_dataset_2d
+    from flipseg.methods.cam_mt.cams import load_cam_classifier_model, train_cam_classifier
+    from flipseg.methods.cam_mt.config import CamClassifierConfig
+
+    tumors = phantom_dataset_2d(4)
+    normals = [{"image": s["image"], "mask": np.zeros_like(s["mask"])} for s in phantom_dataset_2d(3, seed=5)]
+    cfg = CamClassifierConfig(backbone="encoder", backbone_weights="shipped", input_size=64,
+                              epochs=1, batch_size=4)
+    path = train_cam_classifier(tumors + normals, cfg, tmp_path / "c", progress=False)
+    model = load_cam_classifier_model(path)
+    assert model.cfg.backbone == "encoder" and model.cfg.backbone_weights == "shipped"
+    assert model(torch.rand(2, 1, 64, 64)).shape == (2, 2)
+    # more epochs resume the run; the start weights may be named otherwise on resume
+    cfg2 = CamClassifierConfig(backbone="encoder", backbone_weights="none", input_size=64,
+                               epochs=2, batch_size=4)
+    train_cam_classifier(tumors + normals, cfg2, tmp_path / "c", progress=False)
+    assert len((tmp_path / "c" / "train_log.csv").read_text().splitlines()) == 3
+
+
+def test_boxinst_unet_on_the_encoder_starts_from_the_backbone(tmp_path, capsys):
+    from flipseg.methods.boxinst.model import BoxInstModel
+
+    args = ["train", "boxinst", "--dataset", "phantom2d", "--data-opt", "n=8", "--set", "epochs=1",
+            "--set", "crop_size=64", "--no-progress"]
+    assert main([*args, "--set", "encoder=compact", "--set", "backbone_weights=shipped",
+                 "--out", str(tmp_path / "b")]) == 0
+    model = BoxInstModel.load(tmp_path / "b")
+    assert model.cfg.encoder == "compact"
+    from flipseg.boxes import Box
+
+    img = (torch.rand(80, 80).numpy() * 255).astype("uint8")
+    assert model.segment_many([img], [Box.from_lo_hi((20, 20), (60, 60))])[0].shape == (80, 80)
+    assert main([*args, "--set", "backbone_weights=shipped", "--out", str(tmp_path / "q")]) == 2
+    assert "encoder=compact" in capsys.readouterr().err
+
+
+def test_a_resnet50_backbone_pretrains_and_fills_monais_resnet50(tmp_path):
+    """The bottleneck layout: pretrained by the same recipe, its weights map one to one onto
+    MONAI's ResNet50 (LA-Net's, the CAM classifier's) and give the same features."""
+    from monai.networks.nets import resnet50
+
+    from flipseg.networks.backbone import load_backbone_into_resnet
+    from flipseg.networks.hybrid import ENCODERS, ResNetEncoder
+
+    out = tmp_path / "r50"
+    assert main(["train", "backbone", "--dataset", "phantom2d", "--data-opt", "n=6",
+                 "--set", "epochs=1", "--set", "input_size=64", "--set", "batch_size=3",
+                 "--set", "encoder=resnet50", "--out", str(out), "--no-progress"]) == 0
+    ours = ResNetEncoder(ENCODERS.get("resnet50"))
+    assert ours.out_channels[-1] == 2048
+    load_backbone(ours, out, "resnet50")
+    theirs = resnet50(spatial_dims=2, n_input_channels=1, num_classes=2)
+    load_backbone_into_resnet(theirs, out, "resnet50")
+    ours.eval(), theirs.eval()
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():  # MONAI's stem strides by 1 by default: compare from the stages on
+        assert torch.equal(theirs.conv1.weight, ours.stem[0].weight)
+        start = ours.pool(ours.stem(x))
+        f = start
+        for stage in ours.stages:
+            f = stage(f)
+        g = theirs.layer4(theirs.layer3(theirs.layer2(theirs.layer1(start))))
+    assert f.shape == (2, 2048, 2, 2) and torch.allclose(f, g, atol=1e-5)
+    with pytest.raises(FlipsegError, match="resnet50"):
+        load_backbone(ResNetEncoder(ENCODERS.get("compact")), out, "compact")
+
+
+def test_mean_teacher_unets_on_the_encoder_start_from_the_backbone(tmp_path):
+    import numpy as np
+
+    from flipseg.data.phantoms import phantom_dataset_2d
+    from flipseg.methods.cam_mt.config import MeanTeacherConfig
+    from flipseg.methods.cam_mt.mean_teacher import CamMTModel, train_mean_teacher
+
+    data = phantom_dataset_2d(4)
+    ims, masks = [s["image"] for s in data], [s["mask"] for s in data]
+    cfg = MeanTeacherConfig(image_size=64, encoder="compact", backbone_weights="shipped",
+                            epochs=1, batch_size=4, labeled_batch_size=2)
+    path = train_mean_teacher(ims[:2], masks[:2], ims[2:], cfg, tmp_path / "mt", progress=False)
+    model = CamMTModel.load(path)
+    assert model.cfg.encoder == "compact"
+    pred = model.predict([np.asarray(ims[0])])[0]
+    assert pred.shape == np.shape(ims[0])
+    with pytest.raises(FlipsegError, match="backbone_weights"):
+        MeanTeacherConfig(backbone_weights="shipped")
+    with pytest.raises(FlipsegError, match="multiple of 32"):
+        MeanTeacherConfig(encoder="compact", image_size=48)
+
+
+def test_box_refiner_on_the_encoder_starts_from_the_backbone_and_refines(tmp_path, capsys):
+    from flipseg.methods.boxrefine.model import BoxRefiner
+
+    args = ["train", "box-refiner", "--dataset", "phantom2d", "--data-opt", "n=8", "--set",
+            "epochs=1", "--set", "input_size=64", "--set", "batch_size=4", "--no-progress"]
+    run = tmp_path / "r"
+    assert main([*args, "--set", "encoder=compact", "--set", "backbone_weights=shipped",
+                 "--out", str(run)]) == 0
+    assert BoxRefiner.load(run).cfg.encoder == "compact"
+    assert main(["evaluate", "--dataset", "phantom2d", "--data-opt", "n=4", "--method", "box",
+                 "--refine-box", str(run), "--box-shift", "0-10", "--repeats", "1",
+                 "--out", str(tmp_path / "e"), "--no-progress"]) == 0
+    assert main([*args, "--set", "backbone_weights=shipped", "--out", str(tmp_path / "q")]) == 2
+    assert "backbone_weights" in capsys.readouterr().err
+
+
+def test_flips_classifier_on_the_encoder_starts_from_the_backbone(tmp_path, capsys):
+    """``--classifier-network encoder --classifier-set backbone_weights=shipped``: the
+    classifier Flip trains first (and ships inside its model file) starts from the backbone."""
+    from flipseg.methods.flip.classifier import ClassifierConfig
+    from flipseg.methods.flip.infer import FlipModel
+    from flipseg.networks.classifier import build_classifier
+
+    run = tmp_path / "f"
+    assert main(["train", "flip", "--dataset", "phantom2d", "--data-opt", "n=6", "--out", str(run),
+                 "--set", "epochs=1", "--set", "levels=8", "--set", "agents=1",
+                 "--classifier-network", "encoder", "--classifier-epochs", "1",
+                 "--classifier-set", "backbone_weights=shipped", "--no-progress"]) == 0
+    model = FlipModel.load(run)
+    assert model.classifier_config["network"] == "encoder"
+    assert model.classifier_config["backbone_weights"] == "shipped"
+    assert type(model.classifier_net).__name__ == "EncoderClassifier"
+    net = build_classifier("encoder")
+    assert net(torch.zeros(2, 1, 64, 64)).shape == (2, 2)
+    with pytest.raises(FlipsegError, match="2D only"):
+        build_classifier("encoder", spatial_dims=3)
+    with pytest.raises(FlipsegError, match="backbone_weights"):
+        ClassifierConfig(backbone_weights="shipped")

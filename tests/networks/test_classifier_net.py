@@ -34,8 +34,8 @@ def test_same_seed_same_weights():
 
 
 def test_unknown_name_lists_valid_ones():
-    assert CLASSIFIERS.names() == ["compact", "resnet18"]
-    with pytest.raises(FlipsegError, match="compact, resnet18"):
+    assert CLASSIFIERS.names() == ["compact", "encoder", "resnet18"]
+    with pytest.raises(FlipsegError, match="compact, encoder, resnet18"):
         build_classifier("vgg")
     with pytest.raises(FlipsegError, match="spatial_dims"):
         build_classifier("compact", spatial_dims=4)

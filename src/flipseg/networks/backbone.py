@@ -81,7 +81,8 @@ def load_backbone_into_resnet(resnet: nn.Module, weights: str | Path | None,
                               layout: str) -> Path | None:
     """Load a backbone into a MONAI ``ResNet`` of the same blocks and widths (LA-Net's
     feature extractor): ``stem`` -> ``conv1``/``bn1``, ``stages.i.j`` -> ``layer{i+1}.j``,
-    ``shortcut`` -> ``downsample`` (whose conv bias MONAI adds is set to 0). Weights as in
+    ``shortcut`` -> ``downsample`` (whose conv bias MONAI adds is set to 0); an ``fc`` head
+    keeps its own initialisation. Weights as in
     :func:`load_backbone`; the max-pool after the stem is a layout choice of the network,
     not a weight, so a ResNet without it takes the same weights."""
     weights = _auto(weights, layout)
@@ -103,10 +104,11 @@ def load_backbone_into_resnet(resnet: nn.Module, weights: str | Path | None,
     for key in own:
         if key.endswith("downsample.0.bias") and key not in mapped:
             mapped[key] = torch.zeros_like(own[key])
-    missing = sorted(set(own) - set(mapped))
+    head = {k for k in own if k.startswith("fc.")}  # a classifier head is not the encoder's
+    missing = sorted(set(own) - set(mapped) - head)
     extra = sorted(set(mapped) - set(own))
-    if missing or extra or any(own[k].shape != mapped[k].shape for k in own):
+    if missing or extra or any(own[k].shape != mapped[k].shape for k in mapped):
         raise FlipsegError(f"{path} does not fit this ResNet (layout {layout!r}): "
                            f"{len(missing)} weights missing, {len(extra)} extra")
-    resnet.load_state_dict(mapped)
+    resnet.load_state_dict(mapped, strict=not head)
     return path

@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-__all__ = ["BoxRegressor"]
+__all__ = ["BoxRegressor", "EncoderBoxRegressor"]
 
 
 class BoxRegressor(nn.Module):
@@ -49,3 +49,28 @@ class BoxRegressor(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+
+class EncoderBoxRegressor(nn.Module):
+    """The same head on flipseg's ResNet-style encoder (layout ``encoder``), so that the
+    pretrained backbone (:mod:`flipseg.networks.backbone`) can start it: the deepest
+    feature grid (``input_size / 32`` squared) is flattened, not pooled.
+
+    >>> net = EncoderBoxRegressor(input_size=64)
+    >>> net(torch.zeros(2, 1, 64, 64)).shape
+    torch.Size([2, 4])
+    """
+
+    def __init__(self, input_size: int = 96, encoder: str = "compact", hidden: int = 128,
+                 dropout: float = 0.2) -> None:
+        super().__init__()
+        from flipseg.networks.hybrid import ENCODERS, ResNetEncoder
+
+        self.encoder = ResNetEncoder(ENCODERS.get(encoder))
+        side = input_size // 32
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout),
+                                  nn.Linear(self.encoder.out_channels[-1] * side * side, hidden),
+                                  nn.ReLU(inplace=True), nn.Linear(hidden, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x)[-1])

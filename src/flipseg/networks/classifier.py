@@ -20,7 +20,7 @@ from torch import nn
 from flipseg.errors import FlipsegError
 from flipseg.registry import Registry
 
-__all__ = ["CLASSIFIERS", "CompactClassifier", "build_classifier"]
+__all__ = ["CLASSIFIERS", "CompactClassifier", "EncoderClassifier", "build_classifier"]
 
 #: name -> factory ``(spatial_dims, in_channels, num_classes) -> nn.Module``.
 CLASSIFIERS: Registry[Callable[..., nn.Module]] = Registry("network")
@@ -91,6 +91,34 @@ def _resnet18(spatial_dims: int, in_channels: int, num_classes: int) -> nn.Modul
     return net
 
 
+class EncoderClassifier(nn.Module):
+    """flipseg's ResNet-style encoder (layout ``layout``, 2D), global average pool, linear
+    layer: the classifier that the pretrained backbone (:mod:`flipseg.networks.backbone`)
+    can start."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 2, layout: str = "compact") -> None:
+        super().__init__()
+        from flipseg.networks.hybrid import ENCODERS, ResNetEncoder
+
+        self.layout = layout
+        self.encoder = ResNetEncoder(ENCODERS.get(layout), in_channels)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(self.encoder.out_channels[-1], num_classes)
+        self.cam_layer = f"encoder.stages.{len(self.encoder.stages) - 1}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, C, H, W] -> logits [B, num_classes]."""
+        return self.fc(self.pool(self.encoder(x)[-1]).flatten(1))
+
+
+@CLASSIFIERS.register("encoder")
+def _encoder(spatial_dims: int, in_channels: int, num_classes: int) -> nn.Module:
+    """flipseg's compact ResNet-style encoder (2D), the pretrained backbone's layout."""
+    if spatial_dims != 2:
+        raise FlipsegError("the encoder classifier is 2D only (use compact or resnet18 in 3D)")
+    return EncoderClassifier(in_channels, num_classes)
+
+
 def build_classifier(
     name: str = "compact", *, spatial_dims: int = 2, in_channels: int = 1, num_classes: int = 2
 ) -> nn.Module:
@@ -98,7 +126,7 @@ def build_classifier(
 
     Parameters
     ----------
-    name : registered network name (``compact``, ``resnet18``)
+    name : registered network name (``compact``, ``resnet18``, ``encoder``)
     spatial_dims : 2 (images [B, C, H, W]) or 3 (volumes [B, C, D, H, W])
     in_channels, num_classes : input channels and output logits
 

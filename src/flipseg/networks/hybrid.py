@@ -40,6 +40,7 @@ from flipseg.registry import Registry
 __all__ = [
     "ENCODERS",
     "BasicBlock",
+    "Bottleneck",
     "Disentangle",
     "EncoderSpec",
     "HybridNet",
@@ -51,14 +52,21 @@ __all__ = [
 
 @dataclass(frozen=True)
 class EncoderSpec:
-    """Shape of a ResNet encoder built from basic blocks."""
+    """Shape of a ResNet encoder built from basic or bottleneck blocks."""
 
     stem: int
     """Channels of the 7x7 stride-2 stem."""
     widths: tuple[int, int, int, int]
-    """Channels of stages 1-4."""
+    """Inner channels of stages 1-4 (a bottleneck stage puts out 4x as many)."""
     depths: tuple[int, int, int, int]
-    """Basic blocks per stage."""
+    """Blocks per stage."""
+    block: str = "basic"
+    """``basic`` (two 3x3 convolutions, ResNet18/34) or ``bottleneck`` (1x1, 3x3, 1x1 with
+    4x expansion, ResNet50)."""
+
+    @property
+    def expansion(self) -> int:
+        return 4 if self.block == "bottleneck" else 1
 
 
 #: name -> :class:`EncoderSpec` (unknown names fail with the list of valid ones)
@@ -66,6 +74,7 @@ ENCODERS: Registry[EncoderSpec] = Registry("hybrid encoder")
 ENCODERS.register("compact")(EncoderSpec(16, (16, 32, 64, 128), (1, 1, 1, 1)))
 ENCODERS.register("resnet18")(EncoderSpec(64, (64, 128, 256, 512), (2, 2, 2, 2)))
 ENCODERS.register("resnet34")(EncoderSpec(64, (64, 128, 256, 512), (3, 4, 6, 3)))
+ENCODERS.register("resnet50")(EncoderSpec(64, (64, 128, 256, 512), (3, 4, 6, 3), "bottleneck"))
 
 
 def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
@@ -93,23 +102,52 @@ class BasicBlock(nn.Module):
         return F.relu(y + self.shortcut(x), inplace=True)
 
 
+class Bottleneck(nn.Module):
+    """ResNet bottleneck block: 1x1 down to ``width``, 3x3 (strided), 1x1 up to 4 x
+    ``width``; identity (or 1x1 projection) shortcut. Names as in MONAI's and
+    torchvision's ResNet50, the stride on the 3x3 convolution."""
+
+    expansion = 4
+
+    def __init__(self, cin: int, width: int, stride: int = 1) -> None:
+        super().__init__()
+        cout = width * self.expansion
+        self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, cout, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(cout)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False),
+                                          nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        y = F.relu(self.bn2(self.conv2(y)), inplace=True)
+        y = self.bn3(self.conv3(y))
+        return F.relu(y + self.shortcut(x), inplace=True)
+
+
 class ResNetEncoder(nn.Module):
-    """ResNet-style encoder (ResNet-34 layout with ``"resnet34"``); returns
-    ``[f_0 (S/2), f_1 (S/4), f_2 (S/8), f_3 (S/16), f_4 (S/32)]``."""
+    """ResNet-style encoder (ResNet-34 layout with ``"resnet34"``, ResNet-50 with
+    ``"resnet50"``); returns ``[f_0 (S/2), f_1 (S/4), f_2 (S/8), f_3 (S/16), f_4 (S/32)]``."""
 
     def __init__(self, spec: EncoderSpec, in_channels: int = 1) -> None:
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(in_channels, spec.stem, 7, stride=2, padding=3, bias=False),
                                   nn.BatchNorm2d(spec.stem), nn.ReLU(inplace=True))
         self.pool = nn.MaxPool2d(3, stride=2, padding=1)
+        block = Bottleneck if spec.block == "bottleneck" else BasicBlock
         stages, cin = [], spec.stem
         for i, (width, depth) in enumerate(zip(spec.widths, spec.depths)):
-            blocks = [BasicBlock(cin, width, stride=1 if i == 0 else 2)]
-            blocks += [BasicBlock(width, width) for _ in range(depth - 1)]
+            blocks = [block(cin, width, stride=1 if i == 0 else 2)]
+            cin = width * spec.expansion
+            blocks += [block(cin, width) for _ in range(depth - 1)]
             stages.append(nn.Sequential(*blocks))
-            cin = width
         self.stages = nn.ModuleList(stages)
-        self.out_channels = (spec.stem, *spec.widths)
+        self.out_channels = (spec.stem, *(w * spec.expansion for w in spec.widths))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         f0 = self.stem(x)

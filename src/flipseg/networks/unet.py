@@ -13,7 +13,7 @@ __all__ = ["ResUNet", "build_unet"]
 
 class ResUNet(torch.nn.Module):
     """A 2D U-Net on :class:`flipseg.networks.hybrid.ResNetEncoder` (layout ``encoder``:
-    compact, resnet18, resnet34) with its :class:`~flipseg.networks.hybrid.UNetDecoder`;
+    compact, resnet18, resnet34, resnet50) with its :class:`~flipseg.networks.hybrid.UNetDecoder`;
     logits at the input size (a multiple of 32)."""
 
     def __init__(self, encoder: str = "compact", in_channels: int = 1, out_channels: int = 1):

@@ -22,7 +22,8 @@ class BackboneConfig(RecipeConfig):
     """
 
     encoder: str = "compact"
-    """``compact`` (16-128 channels, shipped), ``resnet18`` or ``resnet34``."""
+    """``compact`` (16-128 channels, shipped), ``resnet18``, ``resnet34`` or ``resnet50``
+    (bottleneck blocks)."""
     input_size: int = 128
     """Whole images resized to this square (a multiple of 32)."""
     epochs: int = 20

@@ -47,6 +47,7 @@ from flipseg.methods.training import (
 )
 from flipseg.methods.whole_image import clean_mask, normalize_intensity
 from flipseg.metrics import compute_dice
+from flipseg.networks.backbone import load_backbone
 from flipseg.networks.unet import build_unet
 from flipseg.resize import resize
 from flipseg.segmenters import Segmenter
@@ -83,6 +84,14 @@ class BoxInstConfig(RecipeConfig):
     rectangle (which satisfies both losses) instead of finding the lesion."""
     channels: tuple[int, ...] = (16, 32, 64, 128)
     """U-Net widths per level (full size: 32,64,128,256,512)."""
+    encoder: str = "none"
+    """``none``: the MONAI U-Net of ``channels``; ``compact``, ``resnet18``, ``resnet34`` or ``resnet50``:
+    a U-Net on flipseg's ResNet-style encoder (:class:`flipseg.networks.unet.ResUNet`;
+    ``crop_size`` a multiple of 32)."""
+    backbone_weights: str = "none"
+    """Initial weights of that encoder: ``none`` (random), ``shipped`` or ``auto``
+    (flipseg's own pretrained encoder of that layout), or a backbone file
+    (:mod:`flipseg.networks.backbone`). Only sets where training starts."""
     epochs: int = 20
     batch_size: int = 16
     lr: float = 1e-3
@@ -137,7 +146,14 @@ class BoxInstConfig(RecipeConfig):
             "threshold": 0 < self.threshold < 1,
             "normalize": self.normalize in ("none", "percentile"),
             "supervision": self.supervision in ("box", "pseudo", "mask"),
+            "encoder": self.encoder in ("none", "compact", "resnet18", "resnet34", "resnet50"),
         })
+        if self.encoder != "none" and self.crop_size % 32:
+            raise FlipsegError(f"boxinst: crop_size={self.crop_size} must be a multiple of 32 "
+                               f"with encoder={self.encoder}")
+        if self.encoder == "none" and self.backbone_weights.lower() not in ("none", "auto"):
+            raise FlipsegError("boxinst: backbone_weights needs a ResNet encoder: add --set "
+                               "encoder=compact (the MONAI U-Net has none)")
 
 
 # ---------------------------------------------------------------------- crops
@@ -177,7 +193,7 @@ class BoxInstModel(NetworkBundle):
     format, file_name, what, config_class = _FORMAT, MODEL_FILE, "boxinst model", BoxInstConfig
 
     def build(self, cfg: BoxInstConfig) -> torch.nn.Module:
-        return build_unet(2, 1, 1, cfg.channels)
+        return build_unet(2, 1, 1, cfg.channels, encoder=cfg.encoder)
 
     @torch.no_grad()
     def segment_many(
@@ -348,10 +364,12 @@ def train_boxinst(
     global batch are those of one process) and rank 0 alone writes the run folder.
     """
     place = placement(device)
-    run, state = open_run(run_dir, CHECKPOINT, cfg.to_dict(), resumable=("epochs",))
+    run, state = open_run(run_dir, CHECKPOINT, cfg.to_dict(), resumable=("epochs", "backbone_weights"))
     set_threads(max(1, cfg.num_threads))
     torch.manual_seed(cfg.seed)
     model = BoxInstModel(cfg)
+    if state is None and cfg.encoder != "none":  # a resumed run reloads its own weights
+        load_backbone(model.net.encoder, cfg.backbone_weights, cfg.encoder)
     model.to_device(place.device)
     net = model.net
     trained = place.wrap(net)

@@ -41,7 +41,8 @@ from flipseg.methods.training import (
     set_threads,
 )
 from flipseg.methods.whole_image import normalize_intensity
-from flipseg.networks.box_regressor import BoxRegressor
+from flipseg.networks.backbone import load_backbone
+from flipseg.networks.box_regressor import BoxRegressor, EncoderBoxRegressor
 from flipseg.resize import resize
 from flipseg.segmenters import Segmenter
 
@@ -75,6 +76,13 @@ class BoxRefineConfig(RecipeConfig):
     """Context around the box on every side, as a fraction of its size: the lesion edge
     may lie outside the given box."""
     channels: tuple[int, ...] = (16, 32, 64, 96)
+    encoder: str = "none"
+    """``none``: the plain CNN of ``channels``; ``compact``, ``resnet18``, ``resnet34`` or
+    ``resnet50``: flipseg's ResNet-style encoder (``input_size`` a multiple of 32), which
+    ``backbone_weights`` can start from the pretrained backbone."""
+    backbone_weights: str = "none"
+    """Initial weights of that encoder: ``none`` (random), ``auto``/``shipped`` (flipseg's
+    own pretrained encoder) or a backbone file (:mod:`flipseg.networks.backbone`)."""
     hidden: int = 128
     dropout: float = 0.2
     train_shift: int = 12
@@ -109,7 +117,13 @@ class BoxRefineConfig(RecipeConfig):
     def __post_init__(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)
         self.check_options({
-            "input_size": self.input_size >= 16 and self.input_size % 2 ** len(self.channels) == 0,
+            "input_size": (self.input_size >= 16 and self.input_size % 2 ** len(self.channels) == 0
+                           and (self.encoder == "none" or self.input_size % 32 == 0),
+                           "a multiple of 2 ** len(channels), and of 32 with an encoder"),
+            "encoder": self.encoder in ("none", "compact", "resnet18", "resnet34", "resnet50"),
+            "backbone_weights": (self.encoder != "none"
+                                 or self.backbone_weights.lower() in ("none", "auto"),
+                                 "none while encoder=none: the plain CNN has no such encoder"),
             "channels": len(self.channels) >= 1,
             "margin": 0 <= self.margin <= 2,
             "train_shift": self.train_shift >= 0,
@@ -170,7 +184,9 @@ class BoxRefiner(NetworkBundle):
 
     format, file_name, what, config_class = _FORMAT, MODEL_FILE, "box refiner", BoxRefineConfig
 
-    def build(self, cfg: BoxRefineConfig) -> BoxRegressor:
+    def build(self, cfg: BoxRefineConfig) -> torch.nn.Module:
+        if cfg.encoder != "none":
+            return EncoderBoxRegressor(cfg.input_size, cfg.encoder, cfg.hidden, cfg.dropout)
         return BoxRegressor(cfg.input_size, cfg.channels, cfg.hidden, cfg.dropout)
 
     @torch.no_grad()
@@ -270,10 +286,12 @@ def train_box_refiner(
     from flipseg.boxes import shifted_boxes
     from flipseg.devices import resolve_device
 
-    run, state = open_run(run_dir, CHECKPOINT, cfg.to_dict(), resumable=("epochs",))
+    run, state = open_run(run_dir, CHECKPOINT, cfg.to_dict(), resumable=("epochs", "backbone_weights"))
     set_threads(max(1, cfg.num_threads))
     torch.manual_seed(cfg.seed)
     model = BoxRefiner(cfg)
+    if state is None and cfg.encoder != "none":  # a resumed run reloads its own weights
+        load_backbone(model.net.encoder, cfg.backbone_weights, cfg.encoder)
     model.to_device(resolve_device(device))
     net = model.net
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -74,6 +74,7 @@ __all__ = [
     "compute_cams",
     "is_tumor",
     "load_backbone_weights",
+    "load_pretrained",
     "load_cam_classifier_model",
     "normalize_cam",
     "roi_from_cam",
@@ -132,13 +133,104 @@ BACKBONES.register("resnet18")(_monai_resnet("resnet18"))
 BACKBONES.register("resnet50")(_monai_resnet("resnet50"))
 
 
+class EncoderFeatures(nn.Module):
+    """The last feature grid of a :class:`flipseg.networks.hybrid.ResNetEncoder` (the layout
+    of flipseg's pretrained backbone), its deepest stages run at stride 1 so that the grid
+    is ``input / output_stride``. Stride changes no weight, so the backbone loads as it is."""
+
+    def __init__(self, layout: str, output_stride: int) -> None:
+        super().__init__()
+        from flipseg.networks.hybrid import ENCODERS, ResNetEncoder
+
+        self.encoder = ResNetEncoder(ENCODERS.get(layout))
+        keep = {32: 4, 16: 3, 8: 2}[output_stride]  # stages (of 4) that still halve the grid
+        for i, stage in enumerate(self.encoder.stages):
+            if i + 1 > keep:
+                for m in stage.modules():
+                    if isinstance(m, nn.Conv2d) and m.stride != (1, 1):
+                        m.stride = (1, 1)
+        self.out_channels = self.encoder.out_channels[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.encoder.pool(self.encoder.stem(x))
+        for stage in self.encoder.stages:
+            f = stage(f)
+        return f
+
+
+@BACKBONES.register("encoder")
+def _encoder_backbone(cfg: CamClassifierConfig) -> tuple[nn.Module, int]:
+    """flipseg's ResNet-style encoder (layout ``cfg.encoder``), which ``backbone_weights``
+    ``shipped``/``auto`` initialise from the pretrained backbone."""
+    net = EncoderFeatures(cfg.encoder, cfg.output_stride)
+    return net, int(net.out_channels)
+
+
 #: ResNet names (torchvision / MONAI) -> index in the CAM backbone's ``nn.Sequential``.
 _RESNET_PREFIXES = {"conv1.": "0.", "bn1.": "1.", "layer1.": "4.", "layer2.": "5.", "layer3.": "6.",
                     "layer4.": "7."}
 
 
+def load_pretrained(model: "CamClassifier", weights: str) -> str | None:
+    """Initialise every branch's backbone from ``weights`` (``backbone_weights``); returns a
+    line saying what was loaded, or None for random initialisation.
+
+    ``none``/empty: nothing. ``auto``: flipseg's shipped backbone when the backbone is
+    ``encoder`` of a shipped layout, else nothing. ``shipped`` or a flipseg backbone
+    (``backbone.safetensors`` or its run folder): into ``encoder``, or mapped into a MONAI
+    ``resnet18`` of the same layout. Anything else: a ResNet state dict
+    (:func:`load_backbone_weights`)."""
+    from flipseg.networks.backbone import load_backbone, load_backbone_into_resnet
+
+    w = str(weights or "").strip()
+    if w.lower() in ("", "none"):
+        return None
+    cfg = model.cfg
+    flipseg_bundle = w.lower() in ("auto", "shipped") or _is_flipseg_backbone(w)
+    if not flipseg_bundle:
+        n = load_backbone_weights(model, w)
+        return f"backbone weights: {n['loaded']} tensors loaded, {n['skipped']} not used"
+    if cfg.backbone == "encoder":
+        loaded = [load_backbone(b.features.encoder, w, cfg.encoder) for b in _own_backbones(model)]
+    elif cfg.backbone == "resnet18" and w.lower() != "auto":
+        loaded = [load_backbone_into_resnet(_ResNetView(b.features), w, "resnet18")
+                  for b in _own_backbones(model)]
+    elif w.lower() == "auto":
+        return None
+    else:
+        raise FlipsegError(f"backbone_weights={w}: a flipseg backbone fits backbone=encoder "
+                           f"(or resnet18), not {cfg.backbone}")
+    return None if loaded[0] is None else f"backbone: {loaded[0]}"
+
+
+def _is_flipseg_backbone(path: str) -> bool:
+    from flipseg.networks.backbone import BACKBONE_FILE
+
+    p = Path(path)
+    return p.name == BACKBONE_FILE or (p.is_dir() and (p / BACKBONE_FILE).is_file())
+
+
+def _own_backbones(model: "CamClassifier") -> list["CamBranch"]:
+    """The branches whose backbone is their own (a shared one is loaded once)."""
+    out: list[CamBranch] = []
+    for b in model.branches:
+        if not any(b.features is o.features for o in out):
+            out.append(b)
+    return out
+
+
+class _ResNetView(nn.Module):
+    """MONAI ResNet names over the CAM ``resnet*`` body (``nn.Sequential``: conv1, bn1, act,
+    maxpool, layer1-4) so that :func:`load_backbone_into_resnet` can fill it."""
+
+    def __init__(self, body: nn.Sequential) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = body[0], body[1]
+        self.layer1, self.layer2, self.layer3, self.layer4 = body[4], body[5], body[6], body[7]
+
+
 def load_backbone_weights(model: "CamClassifier", path: str | Path) -> dict[str, int]:
-    """Copy pretrained weights into every branch's backbone (see ``backbone_weights``).
+    """Copy a ResNet state dict into every branch's backbone (see ``backbone_weights``).
 
     Returns ``{"loaded": n, "skipped": m}``: tensors copied, and tensors of the file that
     have no place of the same shape (e.g. ``fc``). Raises FlipsegError for an unreadable
@@ -523,7 +615,7 @@ def train_cam_classifier(
     """
     from flipseg.devices import resolve_device
 
-    run, state = open_run(run_dir, CHECKPOINT, cfg.to_dict(), resumable=("epochs",))
+    run, state = open_run(run_dir, CHECKPOINT, cfg.to_dict(), resumable=("epochs", "backbone_weights"))
     labels = torch.tensor([TUMOR if is_tumor(s) else NORMAL for s in samples], dtype=torch.long)
     counts = torch.bincount(labels, minlength=2)
     if int(counts.min()) == 0:
@@ -540,10 +632,10 @@ def train_cam_classifier(
     weights = (len(labels) / (2.0 * counts.float())).to(dev) if cfg.balance_classes else None
     saved_parts = {"net": model, "opt": opt}
     start, log = resume_epochs(state, saved_parts)
-    if state is None and cfg.backbone_weights:
-        n = load_backbone_weights(model, cfg.backbone_weights)
-        if progress:
-            tqdm.write(f"backbone weights: {n['loaded']} tensors loaded, {n['skipped']} not used")
+    if state is None:  # a resumed run has its own weights
+        said = load_pretrained(model, cfg.backbone_weights)
+        if said and progress:
+            tqdm.write(said)
     x_all = _inputs([s["image"] for s in samples], cfg.input_size)  # [N, 1, S, S]
     steps = max(1, int(np.ceil(len(samples) / cfg.batch_size)))
     for epoch in range(start, cfg.epochs):

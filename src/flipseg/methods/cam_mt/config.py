@@ -38,13 +38,21 @@ class CamClassifierConfig(_Config):
     CAMs added (in the spirit of AMR, Qin et al. 2022, which the paper uses)."""
     backbone: str = "compact"
     """Feature extractor of each branch: ``compact`` (small conv net, CPU default),
-    ``resnet18`` or ``resnet50`` (MONAI ResNets, randomly initialised: nothing is downloaded)."""
-    backbone_weights: str = ""
-    """Optional path to pretrained weights for the backbone of each branch, loaded before
-    training starts: a torch state dict (or a dict holding one under ``state_dict``) of a
-    torchvision- or MONAI-style ResNet of the same depth (``conv1``, ``bn1``, ``layer1``-
-    ``layer4``; an RGB ``conv1`` is summed to one channel; ``fc`` is ignored), or of this
-    backbone itself. Nothing is downloaded. Empty: random initialisation."""
+    ``encoder`` (flipseg's ResNet-style encoder of layout ``encoder``, the one the pretrained
+    backbone has), ``resnet18`` or ``resnet50`` (MONAI ResNets). Nothing is downloaded."""
+    encoder: str = "compact"
+    """``backbone=encoder``: its layout (``compact``, ``resnet18``, ``resnet34``, ``resnet50``)."""
+    output_stride: int = 16
+    """``backbone=encoder``: input side / CAM grid side (8, 16 or 32); the deepest stages run
+    at stride 1 to reach it (weights unchanged)."""
+    backbone_weights: str = "none"
+    """Initialisation of each branch's backbone before training starts: ``none`` (random),
+    ``auto`` (flipseg's shipped pretrained backbone when ``backbone=encoder`` of a shipped
+    layout, else random), ``shipped``, a flipseg backbone (``backbone.safetensors`` or its
+    ``flipseg train backbone`` run folder; for ``encoder`` or ``resnet18``), or any other
+    path: a torch state dict (or a dict holding one under ``state_dict``) of a torchvision-
+    or MONAI-style ResNet of the same depth (``conv1``, ``bn1``, ``layer1``-``layer4``; an
+    RGB ``conv1`` is summed to one channel; ``fc`` is ignored), or of this backbone itself."""
     widths: tuple[int, ...] = (16, 32, 64, 128)
     """Channels of the ``compact`` backbone's blocks; all but the last halve the resolution."""
     convs_per_block: int = 1
@@ -95,7 +103,9 @@ class CamClassifierConfig(_Config):
         self.widths = tuple(int(w) for w in self.widths)
         self.check_options({
             "variant": self.variant in ("cam", "amr"),
-            "backbone": self.backbone in ("compact", "resnet18", "resnet50"),
+            "backbone": self.backbone in ("compact", "encoder", "resnet18", "resnet50"),
+            "encoder": self.encoder in ("compact", "resnet18", "resnet34", "resnet50"),
+            "output_stride": self.output_stride in (8, 16, 32),
             "widths": len(self.widths) >= 2 and min(self.widths) >= 1,
             "input_size": self.input_size >= 16,
             "epochs": self.epochs >= 1,
@@ -145,6 +155,13 @@ class MeanTeacherConfig(_Config):
     """Side of the square network input (the whole image, resized)."""
     channels: tuple[int, ...] = (16, 32, 64, 128)
     """U-Net widths per level (full size: 32,64,128,256,512)."""
+    encoder: str = "none"
+    """``none``: the MONAI U-Net of ``channels``; ``compact``, ``resnet18``, ``resnet34`` or
+    ``resnet50``: a U-Net on flipseg's ResNet-style encoder
+    (:class:`flipseg.networks.unet.ResUNet`; ``image_size`` a multiple of 32)."""
+    backbone_weights: str = "none"
+    """Initial weights of that encoder (student and teacher): ``none``, ``auto``/``shipped``
+    (flipseg's own pretrained encoder) or a backbone file (:mod:`flipseg.networks.backbone`)."""
     epochs: int = 20
     """Passes over all training images, labelled and unlabelled (paper: 60)."""
     batch_size: int = 8
@@ -205,6 +222,13 @@ class MeanTeacherConfig(_Config):
             "teacher_noise": self.teacher_noise >= 0,
             "predict_with": self.predict_with in ("teacher", "student"),
             "threshold": 0 < self.threshold < 1,
+            "encoder": (self.encoder in ("none", "compact", "resnet18", "resnet34", "resnet50")
+                        and (self.encoder == "none" or self.image_size % 32 == 0),
+                        "none, compact, resnet18, resnet34 or resnet50; image_size a multiple "
+                        "of 32 with a ResNet encoder"),
+            "backbone_weights": (self.encoder != "none"
+                                 or self.backbone_weights.lower() in ("none", "auto"),
+                                 "none while encoder=none: the MONAI U-Net has no such encoder"),
         })
 
 

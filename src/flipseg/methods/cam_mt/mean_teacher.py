@@ -48,6 +48,7 @@ from flipseg.methods.training import (
 )
 from flipseg.methods.whole_image import clean_mask, images_to_batch, whole_image_maps
 from flipseg.metrics import compute_iou
+from flipseg.networks.backbone import load_backbone
 from flipseg.networks.unet import build_unet
 from flipseg.resize import resize
 from flipseg.segmenters import Segmenter
@@ -209,8 +210,8 @@ class CamMTModel:
     def __init__(self, cfg: MeanTeacherConfig, student: dict | None = None,
                  teacher: dict | None = None) -> None:
         self.cfg = cfg
-        self.student = build_unet(2, 1, 2, cfg.channels)
-        self.teacher = build_unet(2, 1, 2, cfg.channels)
+        self.student = build_unet(2, 1, 2, cfg.channels, encoder=cfg.encoder)
+        self.teacher = build_unet(2, 1, 2, cfg.channels, encoder=cfg.encoder)
         if student is not None:
             self.student.load_state_dict(student)
         self.teacher.load_state_dict(teacher if teacher is not None else self.student.state_dict())
@@ -320,10 +321,13 @@ def train_mean_teacher(
         raise FlipsegError("Mean Teacher needs at least one labelled image (the selection kept none: "
                            "try a lower selection.iou_threshold)")
     place = placement(device)
-    run, state = open_run(run_dir, CHECKPOINT, cfg.to_dict(), resumable=("epochs",))
+    run, state = open_run(run_dir, CHECKPOINT, cfg.to_dict(), resumable=("epochs", "backbone_weights"))
     set_threads(max(1, cfg.num_threads))
     torch.manual_seed(cfg.seed)
     model = CamMTModel(cfg)
+    if state is None and cfg.encoder != "none":  # the teacher starts as the student
+        if load_backbone(model.student.encoder, cfg.backbone_weights, cfg.encoder) is not None:
+            model.teacher.load_state_dict(model.student.state_dict())
     model.to_device(place.device)
     student, teacher = model.student, model.teacher
     trained = place.wrap(student)

@@ -56,7 +56,8 @@ CONFIG_FILE = "classifier_config.json"
 REPORT_FILE = "classifier_report.json"
 _FORMAT = "flipseg-classifier-1"
 # options that may change when a run is resumed
-_RESUMABLE = {"epochs", "num_workers", "device"}  # a new `epochs` reshapes the rest of the schedule
+# a new `epochs` reshapes the rest of the schedule; the start weights may be named otherwise
+_RESUMABLE = {"epochs", "num_workers", "device", "backbone_weights"}
 
 
 #: What ``flipseg train flip --dims 3`` changes from the defaults. A volume dataset has
@@ -84,7 +85,12 @@ class ClassifierConfig:
     """Every knob of the classifier and its pseudo samples (saved with the run)."""
 
     network: str = "compact"
-    """Registered network: ``compact`` (small, CPU-friendly) or ``resnet18`` (the paper's)."""
+    """Registered network: ``compact`` (small, CPU-friendly), ``resnet18`` (the paper's) or
+    ``encoder`` (flipseg's compact ResNet-style encoder, 2D: the one ``backbone_weights``
+    can start from the pretrained backbone)."""
+    backbone_weights: str = "none"
+    """``network=encoder``: its initial weights, ``none`` (random), ``auto``/``shipped``
+    (flipseg's own pretrained encoder) or a backbone file (:mod:`flipseg.networks.backbone`)."""
     input_size: int = 64
     """Side of the square (cube) input; 64 in 2D, 32 is a good choice in 3D."""
     margin: float = 0.25
@@ -175,6 +181,8 @@ class ClassifierConfig:
             "residual_normal_min": 0.0 < self.residual_normal_min <= 1.0,
             "superpixels": self.superpixels >= 2,
             "gamma_min": 0 < self.gamma_min <= self.gamma_max,
+            "backbone_weights": self.network == "encoder"
+            or str(self.backbone_weights).lower() in ("none", "auto"),
         }
         for name, ok in checks.items():
             if not ok:
@@ -372,6 +380,10 @@ def train_classifier(
     start_epoch, history = 0, []
     ckpt_path = out / CHECKPOINT
     ckpt = load_checkpoint(ckpt_path, cfg.to_dict(), _RESUMABLE)
+    if ckpt is None and cfg.network == "encoder":  # a resumed run has its own weights
+        from flipseg.networks.backbone import load_backbone
+
+        load_backbone(network.encoder, cfg.backbone_weights, network.layout)
     if ckpt is not None:
         network.load_state_dict(ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["optimizer"])

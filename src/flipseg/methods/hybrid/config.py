@@ -34,8 +34,8 @@ class HybridConfig(RecipeConfig):
 
     # ---------------------------------------------------------------- network
     encoder: str = "compact"
-    """``compact`` (1 basic block per stage, 16-128 channels), ``resnet18`` or
-    ``resnet34`` (the paper's layout, 64-512 channels; random init)."""
+    """``compact`` (1 basic block per stage, 16-128 channels), ``resnet18``, ``resnet34``
+    (the paper's layout, 64-512 channels) or ``resnet50`` (bottleneck blocks)."""
     backbone_weights: str = "auto"
     """Initial encoder weights: ``auto`` (flipseg's own pretrained encoder where one is
     shipped for ``encoder``, i.e. compact; else random), ``shipped``, ``none`` (random, as

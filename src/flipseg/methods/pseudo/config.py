@@ -84,7 +84,7 @@ class PseudoConfig(RecipeConfig):
     channels: tuple[int, ...] = (16, 32, 64, 128)
     """U-Net widths per level (full size: 32,64,128,256,512)."""
     encoder: str = "none"
-    """``none``: the MONAI U-Net of ``channels``; ``compact``, ``resnet18`` or ``resnet34``:
+    """``none``: the MONAI U-Net of ``channels``; ``compact``, ``resnet18``, ``resnet34`` or ``resnet50``:
     a U-Net on flipseg's ResNet-style encoder (:class:`flipseg.networks.unet.ResUNet`)."""
     backbone_weights: str = "none"
     """Initial weights of that encoder: ``none``, ``shipped`` (flipseg's own pretrained
@@ -132,8 +132,8 @@ class PseudoConfig(RecipeConfig):
                            f">= 16 and a multiple of {levels}"),
             "channels": (len(self.channels) >= 2 and min(self.channels) >= 1, "two or more widths"),
             "num_res_units": (self.num_res_units >= 0, ">= 0"),
-            "encoder": (self.encoder in ("none", "compact", "resnet18", "resnet34"),
-                        "none, compact, resnet18 or resnet34"),
+            "encoder": (self.encoder in ("none", "compact", "resnet18", "resnet34", "resnet50"),
+                        "none, compact, resnet18, resnet34 or resnet50"),
             "normalize": (self.normalize in NORMALIZATIONS, " or ".join(NORMALIZATIONS)),
             "epochs": (self.epochs >= 1, ">= 1"),
             "refresh_every": (self.refresh_every >= 0, ">= 0"),
