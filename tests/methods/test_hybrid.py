@@ -71,9 +71,12 @@ def test_resnet34_layout_and_unknown_encoder():
     net = HybridNet("resnet34")
     assert [len(s) for s in net.encoder.stages] == [3, 4, 6, 3]
     assert net.encoder.out_channels == (64, 64, 128, 256, 512)
-    with pytest.raises(FlipsegError, match="compact, resnet18, resnet34"):
+    with pytest.raises(FlipsegError, match="compact, resnet18, resnet34, resnet50"):
         HybridNet("vgg")
-    assert ENCODERS.names() == ["compact", "resnet18", "resnet34"]
+    assert ENCODERS.names() == ["compact", "resnet18", "resnet34", "resnet50"]
+    r50 = HybridNet("resnet50").encoder
+    assert r50.out_channels == (64, 256, 512, 1024, 2048)
+    assert type(r50.stages[0][0]).__name__ == "Bottleneck"
 
 
 def test_spatial_prompt_ties_the_segmentation_to_the_background_decoder():
