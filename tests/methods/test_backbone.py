@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from flipseg.bundles import read_bundle
+from flipseg.bundles import read_bundle, save_bundle
 from flipseg.cli import main
 from flipseg.errors import FlipsegError
 from flipseg.networks.backbone import BACKBONE_FORMAT, load_backbone, shipped_backbone
@@ -95,19 +95,55 @@ def test_the_backbone_loads_into_lanets_monai_resnet():
         load_backbone_into_resnet(LANetBackbone("resnet18").resnet, "shipped", "resnet18")
 
 
-def test_pseudo_unet_on_the_resnet_encoder_starts_from_the_backbone(tmp_path, capsys):
+def test_pseudo_unet_is_on_the_resnet_encoder_from_the_backbone_by_default(tmp_path, capsys,
+                                                                           monkeypatch):
+    """The default U-Net starts from the shipped backbone (its first weights are the
+    backbone's); ``encoder=none`` is the MONAI U-Net, random; a model file saved before
+    ``encoder`` existed loads as the MONAI U-Net it was."""
+    import importlib
+    import json
+
+    from flipseg.bundles import read_bundle
+    from flipseg.methods.pseudo.config import PseudoConfig
     from flipseg.methods.pseudo.model import PseudoUNetModel
 
     args = ["train", "pseudo", "--dataset", "phantom2d", "--data-opt", "n=8", "--masks-budget",
             "2", "--pseudo", "ellipse", "--set", "epochs=1", "--set", "input_size=64",
             "--no-progress"]
-    assert main([*args, "--set", "encoder=compact", "--set", "backbone_weights=shipped",
-                 "--out", str(tmp_path / "p")]) == 0
+    pseudo_train = importlib.import_module("flipseg.methods.pseudo.train")
+    seen = {}
+    real_load = pseudo_train.load_backbone
+
+    def spy(encoder, weights, layout):
+        seen["path"] = real_load(encoder, weights, layout)
+        return seen["path"]
+
+    monkeypatch.setattr(pseudo_train, "load_backbone", spy)
+    assert main([*args, "--out", str(tmp_path / "p")]) == 0
+    assert seen["path"] == shipped_backbone("compact")
     model = PseudoUNetModel.load(tmp_path / "p")
-    assert model.cfg.encoder == "compact" and model.predict_many([torch.rand(64, 64).numpy() * 255])
-    # the MONAI U-Net has no such encoder: one line, before any training
-    assert main([*args, "--set", "backbone_weights=shipped", "--out", str(tmp_path / "q")]) == 2
+    assert model.cfg.encoder == "compact" and model.cfg.backbone_weights == "auto"
+    assert model.predict_many([torch.rand(64, 64).numpy() * 255])[0].shape == (64, 64)
+
+    assert main([*args, "--set", "encoder=none", "--out", str(tmp_path / "m")]) == 0
+    monai = PseudoUNetModel.load(tmp_path / "m")
+    assert monai.cfg.encoder == "none" and not hasattr(monai.net, "encoder")
+    # a file from before the field: its config has no encoder / backbone_weights
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())
+    del saved["encoder"], saved["backbone_weights"]
+    old = PseudoConfig.from_saved(saved)
+    assert old.encoder == "none" and old.backbone_weights == "none"
+    bundle = read_bundle(tmp_path / "m", "pseudo_model.safetensors", "flipseg-pseudo-unet-1",
+                         "pseudo-unet model")
+    bundle["config"] = saved
+    save_bundle(tmp_path / "old.safetensors", bundle)
+    assert PseudoUNetModel.load(tmp_path / "old.safetensors").cfg.encoder == "none"
+    # the MONAI U-Net has no encoder to load: one line, before any training
+    assert main([*args, "--set", "encoder=none", "--set", "backbone_weights=shipped",
+                 "--out", str(tmp_path / "q")]) == 2
     assert "encoder=compact" in capsys.readouterr().err
+    with pytest.raises(FlipsegError, match="multiple of 32"):
+        PseudoConfig(input_size=48)
 
 
 def test_auto_is_the_shipped_backbone_where_one_is_shipped():

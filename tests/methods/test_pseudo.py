@@ -281,7 +281,8 @@ def test_cli_trains_resumes_and_reports_user_mistakes(tmp_path, recipe_cli):
     cli = recipe_cli("pseudo", add_pseudo_args, train_pseudo_cli)
     out = tmp_path / "cli"
     tiny = ["--dataset", "phantom2d", "--data-opt", "n=8", "--data-opt", "shape=32,40", "--out", str(out),
-            "--no-progress", "--pseudo", "box", "--set", "input_size=16", "--set", "channels=4,8",
+            "--no-progress", "--pseudo", "box", "--set", "encoder=none", "--set", "input_size=16",
+            "--set", "channels=4,8",
             "--set", "epochs=1", "--set", "batch_size=4", "--set", "min_steps_per_epoch=1",
             "--set", "num_threads=1"]
     assert cli([*tiny, "--masks-budget", "25%"]) == 0

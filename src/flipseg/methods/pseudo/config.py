@@ -83,12 +83,15 @@ class PseudoConfig(RecipeConfig):
     """Whole images are resized (bilinear) to ``input_size`` squared."""
     channels: tuple[int, ...] = (16, 32, 64, 128)
     """U-Net widths per level (full size: 32,64,128,256,512)."""
-    encoder: str = "none"
-    """``none``: the MONAI U-Net of ``channels``; ``compact``, ``resnet18``, ``resnet34`` or ``resnet50``:
-    a U-Net on flipseg's ResNet-style encoder (:class:`flipseg.networks.unet.ResUNet`)."""
-    backbone_weights: str = "none"
-    """Initial weights of that encoder: ``none``, ``shipped`` (flipseg's own pretrained
-    compact encoder) or a backbone file (:mod:`flipseg.networks.backbone`)."""
+    encoder: str = "compact"
+    """``compact``, ``resnet18``, ``resnet34`` or ``resnet50``: a U-Net on flipseg's ResNet-style
+    encoder (:class:`flipseg.networks.unet.ResUNet`; ``input_size`` a multiple of 32);
+    ``none``: the MONAI U-Net of ``channels`` (the default before the pretrained backbone;
+    docs/backbone.md compares them). Model files saved without this field are ``none``."""
+    backbone_weights: str = "auto"
+    """Initial weights of that encoder: ``auto`` (flipseg's own pretrained weights where the
+    layout has them, i.e. ``compact``; random otherwise), ``shipped``, ``none`` (random) or a
+    backbone file (:mod:`flipseg.networks.backbone`)."""
     num_res_units: int = 1
     normalize: str = "none"
     """Image intensities: ``none`` (value / 255) or ``percentile`` (1st-99th percentile of
@@ -121,6 +124,16 @@ class PseudoConfig(RecipeConfig):
 
     option_word = "pseudo"
 
+    @classmethod
+    def from_saved(cls, d: dict) -> "PseudoConfig":
+        """A model file's configuration; one saved before ``encoder`` existed is the MONAI
+        U-Net it was trained as (from random weights)."""
+        d = dict(d)
+        if "encoder" not in d:
+            d.setdefault("backbone_weights", "none")
+            d["encoder"] = "none"
+        return cls.from_dict(d)
+
     def __post_init__(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)
         self.masks_budget = str(self.masks_budget).strip().lower()
@@ -128,8 +141,9 @@ class PseudoConfig(RecipeConfig):
         parse_budget(self.masks_budget)
         levels = 2 ** (len(self.channels) - 1)
         self.check_options({
-            "input_size": (self.input_size >= 16 and self.input_size % levels == 0,
-                           f">= 16 and a multiple of {levels}"),
+            "input_size": (self.input_size >= 16 and self.input_size % levels == 0
+                           and (self.encoder == "none" or self.input_size % 32 == 0),
+                           f">= 16 and a multiple of {levels if self.encoder == 'none' else 32}"),
             "channels": (len(self.channels) >= 2 and min(self.channels) >= 1, "two or more widths"),
             "num_res_units": (self.num_res_units >= 0, ">= 0"),
             "encoder": (self.encoder in ("none", "compact", "resnet18", "resnet34", "resnet50"),

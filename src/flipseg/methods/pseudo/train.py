@@ -430,10 +430,10 @@ def train_pseudo(
     model = PseudoUNetModel(cfg, meta={"n_train": len(samples), "n_real": len(real),
                                        "n_pseudo": len(pseudo), "pseudo": cfg.pseudo,
                                        "masks_budget": cfg.masks_budget})
-    if state is None and cfg.backbone_weights != "none":  # a resumed run reloads its own
-        if cfg.encoder == "none":
-            raise FlipsegError("backbone_weights needs a ResNet encoder: add --set "
-                               "encoder=compact (the MONAI U-Net has none)")
+    if cfg.encoder == "none" and cfg.backbone_weights not in ("none", "auto"):
+        raise FlipsegError("backbone_weights needs a ResNet encoder: add --set "
+                           "encoder=compact (the MONAI U-Net has none)")
+    if state is None and cfg.encoder != "none":  # a resumed run reloads its own
         load_backbone(model.net.encoder, cfg.backbone_weights, cfg.encoder)
     model.to_device(place.device)
     net = model.net
