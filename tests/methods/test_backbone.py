@@ -36,6 +36,41 @@ def test_pretrains_resumes_and_loads_into_an_encoder(tmp_path):
         assert torch.equal(v, bundle["state_dict"][k])
 
 
+def test_nt_xent_finds_each_views_partner():
+    from flipseg.methods.backbone.train import nt_xent, random_view
+
+    torch.manual_seed(0)
+    z = torch.randn(8, 16)
+    same = nt_xent(z, z, 0.2)  # each view's partner is itself: far below chance
+    chance = nt_xent(torch.randn(8, 16), torch.randn(8, 16), 0.2)
+    assert float(same) < 0.5 < 2 < float(chance)  # chance is about log(15) = 2.7
+    assert abs(float(nt_xent(torch.ones(4, 3), torch.ones(4, 3), 1.0)) - torch.log(torch.tensor(7.0))) < 1e-5
+    x = torch.rand(3, 1, 32, 32)
+    v = random_view(x, torch.Generator().manual_seed(0))
+    assert v.shape == x.shape and not torch.equal(v, x) and 0 <= float(v.min()) <= float(v.max()) <= 1
+
+
+def test_self_supervised_pretraining_alone_and_beside_the_tasks(tmp_path, capsys):
+    """ssl_weight adds the contrastive term; with the task weights at 0 it trains alone
+    (the encoder still changes and ships); all weights 0 is refused in one line."""
+    out = tmp_path / "ssl"
+    assert _train(out, "--set", "ssl_weight=1", "--set", "seg_weight=0", "--set", "cls_weight=0",
+                  "--set", "box_weight=0") == 0
+    head = (out / "train_log.csv").read_text().splitlines()[0]
+    assert "loss_ssl" in head
+    ssl = read_bundle(out, "backbone.safetensors", BACKBONE_FORMAT, "backbone")["state_dict"]
+    torch.manual_seed(0)
+    from flipseg.methods.backbone.train import PretrainNet
+
+    fresh = PretrainNet("compact").encoder.state_dict()
+    convs = [k for k, v in ssl.items() if v.ndim == 4]  # weights only a gradient moves
+    assert convs and any(not torch.equal(fresh[k], ssl[k]) for k in convs)
+    assert _train(tmp_path / "both", "--set", "ssl_weight=0.5") == 0
+    assert _train(tmp_path / "zero", "--set", "seg_weight=0", "--set", "cls_weight=0",
+                  "--set", "box_weight=0") == 2
+    assert "one of seg/cls/box/ssl" in capsys.readouterr().err
+
+
 def test_training_refuses_evaluation_images(tmp_path, capsys):
     ids = tmp_path / "eval_ids.txt"
     ids.write_text("phantom2d-0-3\nsomething-else\n")

@@ -37,6 +37,12 @@ class BackboneConfig(RecipeConfig):
     """Weight of the benign/malignant cross-entropy (images without a label skip it)."""
     box_weight: float = 2.0
     """Weight of the box corners' smooth-L1 loss."""
+    ssl_weight: float = 0.0
+    """Weight of a self-supervised contrastive term (SimCLR-style NT-Xent): two random
+    views of each image (crop 60-100 % of the side, flip, gamma, contrast) must find each
+    other among the batch's views. 0 = off; with the other three weights at 0 the
+    pretraining is self-supervised alone. docs/backbone.md compares them."""
+    ssl_temperature: float = 0.2
     augment: bool = True
     """Random horizontal flips, gamma and contrast changes."""
     seed: int = 0
@@ -53,4 +59,10 @@ class BackboneConfig(RecipeConfig):
             "epochs": (self.epochs >= 1, ">= 1"),
             "batch_size": (self.batch_size >= 2, ">= 2"),
             "lr": (self.lr > 0, "> 0"),
+            "ssl_weight": (self.ssl_weight >= 0, ">= 0"),
+            "ssl_temperature": (self.ssl_temperature > 0, "> 0"),
+            "seg_weight": (min(self.seg_weight, self.cls_weight, self.box_weight) >= 0
+                           and self.seg_weight + self.cls_weight + self.box_weight
+                           + self.ssl_weight > 0,
+                           ">= 0, and one of seg/cls/box/ssl weights > 0"),
         })

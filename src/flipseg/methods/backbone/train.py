@@ -39,13 +39,16 @@ CHECKPOINT = "backbone_checkpoint.pt"
 class PretrainNet(nn.Module):
     """Encoder + ellipse decoder + class and box heads on the deepest features."""
 
-    def __init__(self, encoder: str) -> None:
+    def __init__(self, encoder: str, ssl: bool = False) -> None:
         super().__init__()
         self.encoder = ResNetEncoder(ENCODERS.get(encoder), in_channels=1)
         ch = self.encoder.out_channels
         self.decoder = UNetDecoder(ch, 1)
         self.cls = nn.Linear(ch[-1], 2)
         self.box = nn.Linear(ch[-1], 4)
+        # the contrastive term's projection head (SimCLR): pooled features -> 64-d
+        self.proj = (nn.Sequential(nn.Linear(ch[-1], ch[-1]), nn.ReLU(inplace=True),
+                                   nn.Linear(ch[-1], 64)) if ssl else None)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -117,6 +120,40 @@ def _augment(x: torch.Tensor, maps: torch.Tensor, boxes: torch.Tensor,
     return x, maps, boxes
 
 
+def random_view(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """A random view of each image for the contrastive term: a crop of 60-100 % of each
+    side at a random place, resized back, then flips, gamma and contrast as in training."""
+    n = len(x)
+    scale = 0.6 + 0.4 * torch.rand(n, 2, generator=gen)
+    shift = (torch.rand(n, 2, generator=gen) * 2 - 1) * (1 - scale)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 1, 1] = scale[:, 0], scale[:, 1]
+    theta[:, :, 2] = shift
+    grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
+    v = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    dummy_maps, dummy_boxes = torch.zeros(n, 1, 1, 1), torch.zeros(n, 4)
+    return _augment(v.cpu(), dummy_maps, dummy_boxes, gen)[0].to(x.device)
+
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SimCLR's loss: each view's partner is the positive, the batch's other 2n-2 views the
+    negatives (cosine similarity / ``temperature``, cross-entropy)."""
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    sim = z @ z.t() / temperature
+    n = len(z1)
+    sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+    return F.cross_entropy(sim, target)
+
+
+def _contrastive(net: PretrainNet, v1: torch.Tensor, v2: torch.Tensor,
+                 temperature: float) -> torch.Tensor:
+    assert net.proj is not None
+    z1 = net.proj(net.encoder(v1)[-1].mean((2, 3)))
+    z2 = net.proj(net.encoder(v2)[-1].mean((2, 3)))
+    return nt_xent(z1, z2, temperature)
+
+
 def _losses(net: nn.Module, x: torch.Tensor, maps: torch.Tensor, boxes: torch.Tensor,
             labels: torch.Tensor, cfg: BackboneConfig) -> dict[str, torch.Tensor]:
     seg, logits, box = net(x)
@@ -185,7 +222,7 @@ def train_backbone(train: Sequence[dict[str, Any]], val: Sequence[dict[str, Any]
     atomic_write_text(run / "overlap.json", json.dumps(overlap, indent=1))
     set_threads(cfg.num_threads)
     torch.manual_seed(cfg.seed)
-    net = PretrainNet(cfg.encoder).to(place.device)
+    net = PretrainNet(cfg.encoder, ssl=cfg.ssl_weight > 0).to(place.device)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start, log = resume_epochs(state, {"net": net, "opt": opt})
     data = prepare(train, cfg.input_size)
@@ -210,11 +247,16 @@ def train_backbone(train: Sequence[dict[str, Any]], val: Sequence[dict[str, Any]
             if len(idx) < 2:
                 continue
             x, maps, boxes = data["images"][idx], data["maps"][idx], data["boxes"][idx]
+            dev = place.device
+            if cfg.ssl_weight > 0:  # views of the unaugmented images
+                views = random_view(x, gen).to(dev), random_view(x, gen).to(dev)
             if cfg.augment:
                 x, maps, boxes = _augment(x, maps, boxes, gen)
-            dev = place.device
             losses = _losses(net, x.to(dev), maps.to(dev), boxes.to(dev),
                              data["labels"][idx].to(dev), cfg)
+            if cfg.ssl_weight > 0:
+                losses["ssl"] = _contrastive(net, *views, cfg.ssl_temperature)
+                losses["total"] = losses["total"] + cfg.ssl_weight * losses["ssl"]
             opt.zero_grad(set_to_none=True)
             losses["total"].backward()
             opt.step()
