@@ -173,6 +173,10 @@ def test_pseudo_unet_is_on_the_resnet_encoder_from_the_backbone_by_default(tmp_p
     bundle["config"] = saved
     save_bundle(tmp_path / "old.safetensors", bundle)
     assert PseudoUNetModel.load(tmp_path / "old.safetensors").cfg.encoder == "none"
+    # and its run folder resumes as the MONAI U-Net it was (nothing left to train)
+    (tmp_path / "m" / "config.json").write_text(json.dumps(saved))
+    assert main([*args, "--out", str(tmp_path / "m")]) == 0
+    assert PseudoUNetModel.load(tmp_path / "m").cfg.encoder == "none"
     # the MONAI U-Net has no encoder to load: one line, before any training
     assert main([*args, "--set", "encoder=none", "--set", "backbone_weights=shipped",
                  "--out", str(tmp_path / "q")]) == 2

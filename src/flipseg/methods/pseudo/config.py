@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 from flipseg.errors import FlipsegError
 from flipseg.methods.common import RecipeConfig
@@ -124,15 +125,22 @@ class PseudoConfig(RecipeConfig):
 
     option_word = "pseudo"
 
+    #: Options added since the first saved pseudo configurations, with the values that
+    #: reproduce how those were trained (not today's defaults).
+    LEGACY_VALUES: ClassVar[dict[str, str]] = {"encoder": "none", "backbone_weights": "none"}
+
+    @classmethod
+    def migrate(cls, d: dict, version: int) -> dict:
+        """0 -> 1 (:func:`flipseg.runs.read_config`): a configuration saved before
+        ``encoder`` existed is the MONAI U-Net it was trained as, from random weights."""
+        return {**{k: v for k, v in cls.LEGACY_VALUES.items() if k not in d}, **d}
+
     @classmethod
     def from_saved(cls, d: dict) -> "PseudoConfig":
-        """A model file's configuration; one saved before ``encoder`` existed is the MONAI
-        U-Net it was trained as (from random weights)."""
-        d = dict(d)
-        if "encoder" not in d:
-            d.setdefault("backbone_weights", "none")
-            d["encoder"] = "none"
-        return cls.from_dict(d)
+        """A saved configuration (a model file's or a run's), migrated by :meth:`migrate`."""
+        from flipseg.runs import read_config
+
+        return read_config(cls, d)
 
     def __post_init__(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)
