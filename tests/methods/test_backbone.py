@@ -136,9 +136,7 @@ def test_pseudo_unet_is_on_the_resnet_encoder_from_the_backbone_by_default(tmp_p
     backbone's); ``encoder=none`` is the MONAI U-Net, random; a model file saved before
     ``encoder`` existed loads as the MONAI U-Net it was."""
     import importlib
-    import json
 
-    from flipseg.bundles import read_bundle
     from flipseg.methods.pseudo.config import PseudoConfig
     from flipseg.methods.pseudo.model import PseudoUNetModel
 

@@ -142,6 +142,10 @@ class RecipeConfig:
 
     option_word: ClassVar[str] = ""
     strict_keys: ClassVar[bool] = True
+    legacy_values: ClassVar[Mapping[str, Any]] = {}
+    """Fields added after configurations of the recipe were first saved, with the values
+    that reproduce how those were trained (not today's defaults): :meth:`migrate` fills
+    them into a saved configuration that lacks them."""
 
     def to_dict(self) -> dict[str, Any]:
         """The saved form (``config.json``): fields, tuples as lists."""
@@ -152,6 +156,18 @@ class RecipeConfig:
         """Build from a saved dict; unknown keys fail with the list of known ones
         (or are dropped, for ``strict_keys = False``)."""
         return config_from_dict(cls, d, cls.option_word, strict=cls.strict_keys)  # type: ignore[attr-defined]
+
+    @classmethod
+    def migrate(cls, d: dict[str, Any], version: int) -> dict[str, Any]:
+        """A configuration saved at ``version`` as one of ``version + 1``
+        (:func:`flipseg.runs.read_config`): the :attr:`legacy_values` it lacks filled in."""
+        return {**{k: v for k, v in cls.legacy_values.items() if k not in d}, **d}
+
+    @classmethod
+    def from_saved(cls: type[C], d: Mapping[str, Any]) -> C:
+        """A saved configuration (a run's ``config.json`` or a model file's), migrated by
+        :meth:`migrate`."""
+        return runs.read_config(cls, d)
 
     def check_options(self, checks: Mapping[str, bool | tuple[bool, str]]) -> None:
         """:func:`check_options` with this recipe's word."""

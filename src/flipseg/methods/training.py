@@ -428,7 +428,7 @@ class NetworkBundle:
         from flipseg.bundles import read_bundle
 
         bundle = read_bundle(path, cls.file_name, cls.format, cls.what)
-        return cls(cls.config_class.from_dict(bundle["config"]), bundle["state_dict"])
+        return cls(cls.config_class.from_saved(bundle["config"]), bundle["state_dict"])
 
     def bundle(self) -> dict[str, Any]:
         """What :meth:`load` reads back: format tag, configuration, CPU weights."""

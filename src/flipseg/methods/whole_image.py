@@ -186,8 +186,7 @@ class WholeImageModel:
             A missing, unreadable or foreign file.
         """
         bundle = read_bundle(path, cls.model_file, cls.bundle_format, cls.bundle_what)
-        saved = getattr(cls.config_class, "from_saved", cls.config_class.from_dict)
-        return cls(saved(bundle["config"]), bundle["state_dict"], bundle.get("meta"))
+        return cls(cls.config_class.from_saved(bundle["config"]), bundle["state_dict"], bundle.get("meta"))
 
     def bundle(self, state_dict: dict | None = None) -> dict[str, Any]:
         """The saved form: format tag, config, meta and ``state_dict`` (default: the current weights)."""

@@ -125,22 +125,9 @@ class PseudoConfig(RecipeConfig):
 
     option_word = "pseudo"
 
-    #: Options added since the first saved pseudo configurations, with the values that
-    #: reproduce how those were trained (not today's defaults).
-    LEGACY_VALUES: ClassVar[dict[str, str]] = {"encoder": "none", "backbone_weights": "none"}
-
-    @classmethod
-    def migrate(cls, d: dict, version: int) -> dict:
-        """0 -> 1 (:func:`flipseg.runs.read_config`): a configuration saved before
-        ``encoder`` existed is the MONAI U-Net it was trained as, from random weights."""
-        return {**{k: v for k, v in cls.LEGACY_VALUES.items() if k not in d}, **d}
-
-    @classmethod
-    def from_saved(cls, d: dict) -> "PseudoConfig":
-        """A saved configuration (a model file's or a run's), migrated by :meth:`migrate`."""
-        from flipseg.runs import read_config
-
-        return read_config(cls, d)
+    #: A configuration saved before ``encoder`` existed is the MONAI U-Net it was trained
+    #: as, from random weights (:meth:`RecipeConfig.migrate`).
+    legacy_values: ClassVar[dict[str, str]] = {"encoder": "none", "backbone_weights": "none"}
 
     def __post_init__(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)
